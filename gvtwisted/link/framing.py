@@ -1,0 +1,145 @@
+"""
+Length-prefixed Ethernet framing over a stream, as gvisor-tap-vsock, QEMU and
+vpnkit put frames on a socket.
+
+Each frame on the wire is a length header followed by the frame itself (no FCS).
+The header is 2 bytes little-endian on gvproxy's C{/connect} links and on stdio,
+and 4 bytes big-endian on QEMU's C{-netdev stream}/C{-netdev socket} links.
+
+A stream can split a frame across reads or deliver many frames in one read, so
+the decoder keeps at most one partial frame and walks complete ones in place.
+A zero length or one over L{MAX_FRAME} is a protocol error: the link is closed,
+because once the framing is lost nothing later on the stream can be trusted.
+"""
+
+import struct
+
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+
+MAX_FRAME = 128 * 1024
+
+
+class FramingError(Exception):
+    """
+    The peer sent a length that no valid frame can have.
+    """
+
+
+class FrameDecoder:
+    """
+    Turn stream chunks into whole frames.
+
+    @ivar headerSize: bytes of the length header.
+    @ivar maxFrame: the largest frame accepted.
+    """
+
+    def __init__(self, header: struct.Struct, maxFrame: int = MAX_FRAME):
+        self._header = header
+        self.headerSize = header.size
+        self.maxFrame = maxFrame
+        self._buffer = b""
+        self.pending = []
+
+    def feed(self, data: bytes):
+        """
+        Add C{data} and return the list of complete frames it finishes.
+
+        @raise FramingError: on a zero or oversize length; frames completed
+            before the bad header are returned by the next call to L{pending}.
+        """
+        buf = self._buffer + data if self._buffer else data
+        frames = []
+        offset = 0
+        end = len(buf)
+        hsize = self.headerSize
+        unpack = self._header.unpack_from
+        while end - offset >= hsize:
+            (length,) = unpack(buf, offset)
+            if length == 0 or length > self.maxFrame:
+                self._buffer = b""
+                self.pending = frames
+                raise FramingError(
+                    f"frame length {length} is outside 1..{self.maxFrame}"
+                )
+            stop = offset + hsize + length
+            if stop > end:
+                break
+            frames.append(buf[offset + hsize : stop])
+            offset = stop
+        self._buffer = buf[offset:] if offset < end else b""
+        return frames
+
+    def buffered(self) -> int:
+        """
+        How many bytes of an incomplete frame are held.
+        """
+        return len(self._buffer)
+
+
+LE16 = struct.Struct("<H")
+BE32 = struct.Struct(">I")
+
+
+def encodeFrame(header: struct.Struct, frame: bytes) -> bytes:
+    """
+    Prefix C{frame} with its length in C{header}'s format.
+    """
+    return header.pack(len(frame)) + frame
+
+
+class FramedLinkProtocol(Protocol):
+    """
+    A stream protocol that carries length-prefixed Ethernet frames.
+
+    Incoming frames go to C{self.frameReceived}; L{sendFrame} writes one.
+    Subclasses or owners set C{frameReceived}, C{linkUp} and C{linkDown}.
+
+    @cvar header: the length header format (L{LE16} or L{BE32}).
+    """
+
+    header = LE16
+    log = Logger()
+
+    def __init__(self, header=None, maxFrame=MAX_FRAME):
+        if header is not None:
+            self.header = header
+        self._decoder = FrameDecoder(self.header, maxFrame)
+        self._pack = self.header.pack
+
+    def frameReceived(self, frame: bytes):
+        """
+        Called with each whole frame; override or assign.
+        """
+
+    def framingError(self, reason: str):
+        """
+        Called once when the stream breaks the framing, before the link closes.
+        """
+        self.log.warn("closing link {peer}: {reason}", peer=self._peerName(), reason=reason)
+
+    def _peerName(self):
+        try:
+            return str(self.transport.getPeer())
+        except Exception:
+            return "?"
+
+    def dataReceived(self, data: bytes):
+        try:
+            frames = self._decoder.feed(data)
+        except FramingError as e:
+            for frame in self._decoder.pending:
+                self.frameReceived(frame)
+            self._decoder.pending = []
+            self.framingError(str(e))
+            abort = getattr(self.transport, "abortConnection", None)
+            (abort or self.transport.loseConnection)()
+            return
+        for frame in frames:
+            self.frameReceived(frame)
+
+    def sendFrame(self, frame: bytes):
+        """
+        Write one frame with its length header.
+        """
+        self.transport.writeSequence((self._pack(len(frame)), frame))
