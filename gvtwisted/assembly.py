@@ -1,0 +1,56 @@
+"""
+Put one virtual network together: counters, switch, gateway, services.
+
+Kept apart from the twistd plugin so that tests build the same network that
+C{twistd gvtap} runs, with a C{Clock} or a real reactor.
+"""
+
+from gvtwisted.config import NetworkConfig
+from gvtwisted.services.dhcp import DHCPConfig, DHCPServer, searchDomainsFromResolvConf
+from gvtwisted.stack.counters import Counters
+from gvtwisted.stack.network import VirtualNetwork
+from gvtwisted.stack.switch import Switch
+
+
+class Gvtap:
+    """
+    The parts of one running virtual network.
+
+    @ivar config: the L{NetworkConfig}.
+    @ivar counters: the L{Counters} every part counts into.
+    @ivar switch: the L{Switch}.
+    @ivar network: the L{VirtualNetwork}.
+    @ivar dhcp: the L{DHCPServer}.
+    """
+
+    def __init__(self, reactor, config: NetworkConfig, pcap=None,
+                 resolvConf="/etc/resolv.conf", dns=True, maxMACs=4096):
+        self.reactor = reactor
+        self.config = config
+        self.counters = Counters(reactor)
+        self.pcap = pcap
+        self.switch = Switch(reactor, self.counters, maxEntries=maxMACs, tap=pcap)
+        self.network = VirtualNetwork(reactor, config, self.switch, self.counters)
+        gateway = str(config.gatewayIP)
+        self.dhcp = DHCPServer(
+            DHCPConfig(
+                serverIP=gateway,
+                subnet=config.subnet,
+                dnsServers=[gateway] if dns else [],
+                mtu=config.mtu,
+                staticLeases={_mac(config.deviceMAC): str(config.deviceIP)},
+                reserved={gateway, str(config.hostIP)},
+                searchDomains=searchDomainsFromResolvConf(resolvConf),
+            ),
+            reactor,
+            self.counters,
+        )
+        self.network.listenUDP(67, self.dhcp)
+        self.network.leaseOwner = self._leaseOwner
+
+    def _leaseOwner(self, ip):
+        return self.dhcp.leases().get(ip)
+
+
+def _mac(raw: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in raw)

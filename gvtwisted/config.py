@@ -1,0 +1,95 @@
+"""
+The addresses of the virtual network, derived from the subnet and validated the
+way gvproxy users expect: gateway = first usable address, device (the guest's
+static lease) = second, host = last usable address.
+"""
+
+import ipaddress
+
+from gvtwisted.wire.ethernet import parseMAC
+
+DEFAULT_SUBNET = "192.168.127.0/24"
+DEFAULT_GATEWAY_MAC = "5a:94:ef:e4:0c:dd"
+DEFAULT_DEVICE_MAC = "5a:94:ef:e4:0c:ee"
+DEFAULT_MTU = 1500
+MAX_MTU = 65520
+MIN_MTU = 576
+
+
+class ConfigError(ValueError):
+    """
+    A configuration value that the network cannot run with; the message is
+    one line meant for the user.
+    """
+
+
+class NetworkConfig:
+    """
+    The validated addresses and sizes of one virtual network.
+
+    IP addresses are kept both as L{ipaddress.IPv4Address} (for humans) and as
+    4-byte strings (for the data path): C{gatewayIP} / C{gatewayIPBytes} etc.
+    """
+
+    def __init__(self, subnet=DEFAULT_SUBNET, gatewayIP=None, hostIP=None,
+                 deviceIP=None, gatewayMAC=DEFAULT_GATEWAY_MAC,
+                 deviceMAC=DEFAULT_DEVICE_MAC, mtu=DEFAULT_MTU):
+        try:
+            self.subnet = ipaddress.IPv4Network(subnet, strict=False)
+        except ValueError as e:
+            raise ConfigError(f"--subnet {subnet!r} is not an IPv4 network: {e}") from None
+        if self.subnet.prefixlen > 29:
+            raise ConfigError(
+                f"--subnet {subnet} is too small: it must be a /29 or larger")
+        first = self.subnet.network_address + 1
+        last = self.subnet.broadcast_address - 1
+        self.gatewayIP = self._address("--gateway-ip", gatewayIP, first)
+        self.deviceIP = self._address("--device-ip", deviceIP, first + 1)
+        self.hostIP = self._address("--host-ip", hostIP, last)
+        if len({self.gatewayIP, self.deviceIP, self.hostIP}) != 3:
+            raise ConfigError(
+                "the gateway, device and host addresses must be distinct "
+                f"(got {self.gatewayIP}, {self.deviceIP}, {self.hostIP})")
+        try:
+            self.gatewayMAC = parseMAC(gatewayMAC)
+        except ValueError as e:
+            raise ConfigError(f"--gateway-mac: {e}") from None
+        try:
+            self.deviceMAC = parseMAC(deviceMAC)
+        except ValueError as e:
+            raise ConfigError(f"--device-mac: {e}") from None
+        if self.gatewayMAC[0] & 1 or self.deviceMAC[0] & 1:
+            raise ConfigError("MAC addresses must be unicast")
+        try:
+            mtu = int(mtu)
+        except (TypeError, ValueError):
+            raise ConfigError(f"--mtu {mtu!r} is not a number") from None
+        if not MIN_MTU <= mtu <= MAX_MTU:
+            raise ConfigError(f"--mtu {mtu} is outside {MIN_MTU}..{MAX_MTU}")
+        self.mtu = mtu
+        self.gatewayIPBytes = self.gatewayIP.packed
+        self.hostIPBytes = self.hostIP.packed
+        self.deviceIPBytes = self.deviceIP.packed
+        self.broadcastIPBytes = self.subnet.broadcast_address.packed
+        self.networkInt = int(self.subnet.network_address)
+        self.netmaskInt = int(self.subnet.netmask)
+
+    def _address(self, option, value, default):
+        if value is None:
+            return default
+        try:
+            address = ipaddress.IPv4Address(value)
+        except ValueError:
+            raise ConfigError(f"{option} {value!r} is not an IPv4 address") from None
+        if address not in self.subnet:
+            raise ConfigError(f"{option} {address} is outside the subnet {self.subnet}")
+        if address in (self.subnet.network_address, self.subnet.broadcast_address):
+            raise ConfigError(
+                f"{option} {address} is the network or broadcast address of {self.subnet}")
+        return address
+
+    def inSubnet(self, ip: bytes) -> bool:
+        """
+        Whether a 4-byte address is inside the subnet.
+        """
+        return int.from_bytes(ip, "big") & self.netmaskInt == self.networkInt

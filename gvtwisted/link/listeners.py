@@ -1,0 +1,157 @@
+"""
+The server side of guest links: factories for C{--listen} and C{--listen-qemu}.
+
+On a C{--listen} endpoint a guest helper (gvforwarder, C{gvtap-guest}) sends an
+ordinary HTTP request C{POST /connect}; the host sends no HTTP response and the
+connection switches to frames with a 2-byte little-endian length at once. Any
+other request on the same endpoint is HTTP for the control API: the bytes read so
+far are handed to a twisted.web C{Site}'s channel, which takes the connection
+over.
+
+On a C{--listen-qemu} endpoint (QEMU's C{-netdev stream} or C{-netdev socket})
+there is no handshake and each frame has a 4-byte big-endian length. Every
+accepted connection becomes a port of the switch.
+"""
+
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.web.resource import NoResource
+from twisted.web.server import Site
+
+from gvtwisted.link.framing import BE32, LE16, FramedLinkProtocol
+from gvtwisted.link.port import SwitchPort
+
+MAX_REQUEST_HEAD = 16 * 1024
+
+
+def defaultSite():
+    """
+    The HTTP side of a C{--listen} endpoint until the control API is built:
+    every route answers 404.
+    """
+    site = Site(NoResource())
+    site.displayTracebacks = False
+    return site
+
+
+class GuestLinkProtocol(FramedLinkProtocol):
+    """
+    A framed link that joins the switch when connected and leaves it when
+    the connection ends.
+    """
+
+    def __init__(self, makePort, header, peerName):
+        FramedLinkProtocol.__init__(self, header)
+        self._makePort = makePort
+        self._peerName = peerName
+        self.port = None
+
+    def connectionMade(self):
+        self.port = self._makePort(self._peerName)
+        self.port.attach(self)
+
+    def connectionLost(self, reason):
+        if self.port is not None:
+            self.port.detach()
+
+
+class ConnectOrHTTP(Protocol):
+    """
+    Reads the request head of a C{--listen} connection and becomes either a
+    guest link (C{POST /connect}) or an HTTP channel of C{site}.
+    """
+
+    log = Logger()
+
+    def __init__(self, makePort, site, peerName, counters):
+        self._makePort = makePort
+        self._site = site
+        self._peerName = peerName
+        self._counters = counters
+        self._buffer = b""
+        self._delegate = None
+
+    def dataReceived(self, data):
+        if self._delegate is not None:
+            self._delegate.dataReceived(data)
+            return
+        self._buffer += data
+        end = self._buffer.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self._buffer) > MAX_REQUEST_HEAD:
+                self._counters.complain("link.requestHeadTooLong", self._peerName)
+                self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+                                     b"Connection: close\r\nContent-Length: 0\r\n\r\n")
+                self.transport.loseConnection()
+                self._delegate = _Discard()
+            return
+        requestLine = self._buffer.split(b"\r\n", 1)[0].split()
+        rest = self._buffer[end + 4:]
+        head = self._buffer[:end + 4]
+        self._buffer = b""
+        if (len(requestLine) == 3 and requestLine[0] == b"POST"
+                and requestLine[1].split(b"?", 1)[0] == b"/connect"):
+            self._counters.increment("link.connects")
+            link = GuestLinkProtocol(self._makePort, LE16, self._peerName)
+            self._delegate = link
+            link.makeConnection(self.transport)
+            if rest:
+                link.dataReceived(rest)
+        else:
+            channel = self._site.buildProtocol(self.transport.getPeer())
+            self._delegate = channel
+            channel.makeConnection(self.transport)
+            channel.dataReceived(head + rest)
+
+    def connectionLost(self, reason):
+        if self._delegate is not None:
+            self._delegate.connectionLost(reason)
+
+
+class _Discard(Protocol):
+    def dataReceived(self, data):
+        pass
+
+
+class LinkFactory(Factory):
+    """
+    Accepts guest links for one endpoint.
+
+    @param network: the L{gvtwisted.stack.network.VirtualNetwork}; its switch
+        gets a port per link and it is told when a link pauses.
+    @param framing: C{"connect"} (HTTP C{POST /connect}, then LE16) or
+        C{"qemu"} (BE32, no handshake).
+    @param site: the twisted.web C{Site} for other HTTP requests.
+    """
+
+    noisy = False
+
+    def __init__(self, network, counters, framing="connect", site=None):
+        self.network = network
+        self.counters = counters
+        self.framing = framing
+        self.site = site if site is not None else defaultSite()
+        self._links = 0
+
+    def makePort(self, peerName):
+        network = self.network
+        self._links += 1
+        return SwitchPort(network.switch, self.counters, f"{peerName}#{self._links}",
+                          onPause=network.linkPaused, onResume=network.linkResumed)
+
+    def buildProtocol(self, addr):
+        peerName = _describe(addr)
+        if self.framing == "qemu":
+            return GuestLinkProtocol(self.makePort, BE32, peerName)
+        return ConnectOrHTTP(self.makePort, self.site, peerName, self.counters)
+
+
+def _describe(addr):
+    host = getattr(addr, "host", None)
+    port = getattr(addr, "port", None)
+    if host is not None and port is not None:
+        return f"{addr.type.lower()}:{host}:{port}"
+    name = getattr(addr, "name", None)
+    if name is not None:
+        return f"unix:{name.decode() if isinstance(name, bytes) else name}"
+    return str(addr)

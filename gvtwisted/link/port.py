@@ -1,0 +1,104 @@
+"""
+A guest link as a port of the switch, with bounded output.
+
+Twisted transports buffer without limit, and a paused VM or a hung hypervisor
+stops reading its socket. So each link registers itself as a push producer with
+its transport: when the transport's buffer fills, the link is paused; the
+network then stops TCP connections from sending toward it (backpressure, nothing
+lost), and frames with no flow control of their own (UDP, ICMP, broadcast) are
+written only up to a small bounded amount and then dropped and counted, as a
+NIC's queue would.
+"""
+
+from zope.interface import implementer
+
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+
+PAUSED_BUDGET = 256 * 1024
+
+
+@implementer(IPushProducer)
+class SwitchPort:
+    """
+    Joins one framed link protocol to the switch.
+
+    @ivar name: a label for logs and the API (the peer's address).
+    @ivar paused: whether the transport asked us to stop writing.
+    """
+
+    log = Logger()
+
+    def __init__(self, switch, counters, name, onPause=None, onResume=None):
+        self.switch = switch
+        self.counters = counters
+        self.name = name
+        self.paused = False
+        self._pausedBytes = 0
+        self._onPause = onPause
+        self._onResume = onResume
+        self.protocol = None
+
+    def attach(self, protocol):
+        """
+        Join C{protocol} (a L{gvtwisted.link.framing.FramedLinkProtocol} whose
+        transport is connected) to the switch.
+        """
+        self.protocol = protocol
+        protocol.frameReceived = self.frameReceived
+        protocol.transport.registerProducer(self, True)
+        self.switch.attach(self)
+        self.log.info("guest link up: {name}", name=self.name)
+
+    def detach(self):
+        """
+        The link is gone: forget it and its MAC addresses.
+        """
+        if self.protocol is None:
+            return
+        self.protocol = None
+        self.switch.detach(self)
+        if self.paused and self._onResume is not None:
+            self._onResume(self)
+        self.log.info("guest link down: {name}", name=self.name)
+
+    def frameReceived(self, frame):
+        self.counters.increment("link.framesReceived")
+        self.counters.increment("link.bytesReceived", len(frame))
+        self.switch.receiveFrame(self, frame)
+
+    def sendFrame(self, frame):
+        """
+        Write one frame to the guest, or drop it when a paused link has
+        already taken its budget.
+        """
+        protocol = self.protocol
+        if protocol is None:
+            return
+        if self.paused:
+            if self._pausedBytes + len(frame) > PAUSED_BUDGET:
+                self.counters.increment("drop.link.paused")
+                return
+            self._pausedBytes += len(frame)
+        self.counters.increment("link.framesSent")
+        self.counters.increment("link.bytesSent", len(frame))
+        protocol.sendFrame(frame)
+
+    # IPushProducer: the transport tells us when its buffer is full.
+
+    def pauseProducing(self):
+        if not self.paused:
+            self.paused = True
+            self._pausedBytes = 0
+            self.counters.increment("link.pauses")
+            if self._onPause is not None:
+                self._onPause(self)
+
+    def resumeProducing(self):
+        if self.paused:
+            self.paused = False
+            if self._onResume is not None:
+                self._onResume(self)
+
+    def stopProducing(self):
+        self.detach()

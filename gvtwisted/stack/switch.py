@@ -1,0 +1,129 @@
+"""
+A learning Ethernet switch: one port per guest link, plus the gateway.
+
+It learns which port a source MAC lives behind, delivers unicast to that port,
+and floods broadcast, multicast and unknown unicast to every other port.
+
+A MAC address belongs to the live port that first used it: a frame from another
+port with that source address is dropped and counted, so one guest cannot steal
+another's traffic. The table is capped; entries that have not been seen for
+C{ageing} seconds are forgotten (on demand, when the table is full or the entry
+is looked up), and all of a port's entries go when the port detaches.
+"""
+
+from gvtwisted.wire.ethernet import formatMAC
+
+
+class Switch:
+    """
+    @ivar ports: the attached ports; each provides C{sendFrame(frame)}.
+    """
+
+    def __init__(self, clock, counters, maxEntries: int = 4096,
+                 ageing: float = 300.0, tap=None):
+        self._clock = clock
+        self._counters = counters
+        self.maxEntries = maxEntries
+        self.ageing = ageing
+        self.ports = []
+        # mac -> [port, lastSeen]; permanent entries have lastSeen None.
+        self._table = {}
+        self._tap = tap
+
+    def attach(self, port, macs=()):
+        """
+        Add C{port}; C{macs} are addresses that belong to it for good (the
+        gateway's own).
+        """
+        self.ports.append(port)
+        for mac in macs:
+            self._table[mac] = [port, None]
+
+    def detach(self, port):
+        """
+        Remove C{port} and every address learnt on it.
+        """
+        if port in self.ports:
+            self.ports.remove(port)
+        for mac in [m for m, e in self._table.items() if e[0] is port]:
+            del self._table[mac]
+
+    def portFor(self, mac: bytes):
+        """
+        The port C{mac} was learnt on, or L{None}.
+        """
+        entry = self._table.get(mac)
+        if entry is None:
+            return None
+        if entry[1] is not None and self._clock.seconds() - entry[1] > self.ageing:
+            del self._table[mac]
+            return None
+        return entry[0]
+
+    def table(self) -> dict:
+        """
+        The MAC table as C{{"5a:94:...": portName}}, for the API's C{/cam}.
+        """
+        now = self._clock.seconds()
+        return {
+            formatMAC(mac): getattr(entry[0], "name", repr(entry[0]))
+            for mac, entry in sorted(self._table.items())
+            if entry[1] is None or now - entry[1] <= self.ageing
+        }
+
+    def _learn(self, port, src: bytes, now: float) -> bool:
+        entry = self._table.get(src)
+        if entry is not None:
+            if entry[0] is port:
+                if entry[1] is not None:
+                    entry[1] = now
+                return True
+            if entry[1] is None or now - entry[1] <= self.ageing:
+                return False
+        if len(self._table) >= self.maxEntries:
+            self._evict(now)
+            if len(self._table) >= self.maxEntries:
+                self._counters.increment("switch.tableFull")
+                return True
+        self._table[src] = [port, now]
+        return True
+
+    def _evict(self, now: float):
+        """
+        Forget aged entries; if none has aged, the least recently seen one.
+        """
+        stale = [m for m, e in self._table.items()
+                 if e[1] is not None and now - e[1] > self.ageing]
+        for mac in stale:
+            del self._table[mac]
+        if not stale:
+            learnt = [(e[1], m) for m, e in self._table.items() if e[1] is not None]
+            if learnt:
+                del self._table[min(learnt)[1]]
+
+    def receiveFrame(self, port, frame: bytes):
+        """
+        Switch one frame that arrived on C{port}.
+        """
+        if len(frame) < 14:
+            self._counters.complain("ethernet.short", f"{len(frame)} bytes")
+            return
+        if self._tap is not None:
+            self._tap(frame)
+        src = frame[6:12]
+        if src[0] & 1:
+            self._counters.complain("ethernet.multicastSource")
+            return
+        if not self._learn(port, src, self._clock.seconds()):
+            self._counters.complain("switch.macSpoofed", formatMAC(src))
+            return
+        dst = frame[0:6]
+        if not dst[0] & 1:
+            out = self.portFor(dst)
+            if out is not None:
+                if out is not port:
+                    out.sendFrame(frame)
+                return
+        for out in self.ports:
+            if out is not port:
+                out.sendFrame(frame)

@@ -1,0 +1,166 @@
+"""
+C{twistd gvtap}: the host side of the virtual network, like gvproxy.
+
+A wrong option value stops start-up with one line on standard error and exit
+status 1 (through L{SystemExit}), instead of twistd's full usage text: the user
+needs to see what was wrong, not the whole manual.
+"""
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService, Service
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+from twisted.python import usage
+
+from gvtwisted.config import (
+    DEFAULT_DEVICE_MAC, DEFAULT_GATEWAY_MAC, DEFAULT_MTU, DEFAULT_SUBNET,
+    MAX_MTU, ConfigError, NetworkConfig,
+)
+from gvtwisted.link.endpoints import serverEndpointString, unixPath
+from gvtwisted.link.listeners import LinkFactory
+
+log = Logger()
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = (
+        "Run a user-mode network for virtual machines. Guests connect on --listen "
+        "endpoints (gvforwarder / gvtap-guest: HTTP POST /connect, then frames with "
+        "a 2-byte little-endian length) or --listen-qemu endpoints (QEMU -netdev "
+        "stream/socket: 4-byte big-endian length). Endpoints are Twisted endpoint "
+        "strings (unix:/path, tcp:1024:interface=127.0.0.1, vsock:1024) or gvproxy "
+        "URLs (unix:///path, tcp://127.0.0.1:1024, vsock://:1024). "
+        "Caps: 4096 MAC table entries (aged after 300 s), 4096 ARP entries, "
+        "4096 DHCP leases."
+    )
+
+    optParameters = [
+        ["vsock-port", None, None, "Listen for guests on this vsock port (same as --listen vsock:N)."],
+        ["subnet", None, DEFAULT_SUBNET, "The virtual network (a /29 or larger)."],
+        ["gateway-ip", None, None, "The gateway's address (default: first usable)."],
+        ["host-ip", None, None, "The address that reaches the host's 127.0.0.1 (default: last usable)."],
+        ["device-ip", None, None, "The guest's static DHCP lease (default: second usable)."],
+        ["gateway-mac", None, DEFAULT_GATEWAY_MAC, "The gateway's MAC address."],
+        ["device-mac", None, DEFAULT_DEVICE_MAC, "The MAC address that gets the static lease."],
+        ["mtu", None, DEFAULT_MTU, f"The MTU of the virtual network (at most {MAX_MTU})."],
+        ["pcap", None, None, "Write every frame that crosses the switch to this pcap file."],
+    ]
+    optFlags = [
+        ["debug", None, "Log more."],
+    ]
+
+    def __init__(self):
+        usage.Options.__init__(self)
+        self["listen"] = []
+        self["listen-qemu"] = []
+
+    def opt_listen(self, endpoint):
+        """
+        Listen for guests (POST /connect) and the control API on ENDPOINT
+        (repeatable).
+        """
+        self["listen"].append(endpoint)
+
+    def opt_listen_qemu(self, endpoint):
+        """
+        Listen for QEMU -netdev stream/socket connections on ENDPOINT
+        (repeatable; each accepted connection is a switch port).
+        """
+        self["listen-qemu"].append(endpoint)
+
+    def postOptions(self):
+        try:
+            if self["vsock-port"] is not None:
+                try:
+                    port = int(self["vsock-port"])
+                except ValueError:
+                    raise ConfigError(f"--vsock-port {self['vsock-port']!r} is not a number") from None
+                self["listen"].append(f"vsock:{port}")
+            self["listen"] = [serverEndpointString(e) for e in self["listen"]]
+            self["listen-qemu"] = [serverEndpointString(e) for e in self["listen-qemu"]]
+            self["config"] = NetworkConfig(
+                subnet=self["subnet"], gatewayIP=self["gateway-ip"],
+                hostIP=self["host-ip"], deviceIP=self["device-ip"],
+                gatewayMAC=self["gateway-mac"], deviceMAC=self["device-mac"],
+                mtu=self["mtu"],
+            )
+        except ValueError as e:
+            raise SystemExit(f"gvtap: {e}")
+        if not self["listen"] and not self["listen-qemu"]:
+            raise SystemExit("gvtap: give at least one --listen, --listen-qemu or --vsock-port")
+
+
+def guestHint(endpoint: str, framing: str) -> str:
+    """
+    What to run in the guest (or give QEMU) to join through C{endpoint}.
+    """
+    path = unixPath(endpoint)
+    if framing == "qemu":
+        if path is not None:
+            return f"qemu ... -netdev stream,id=n0,server=off,addr.type=unix,addr.path={path}"
+        return "qemu ... -netdev stream,id=n0,server=off,addr.type=inet,addr.host=HOST,addr.port=PORT"
+    if endpoint.startswith("vsock:"):
+        port = endpoint.split(":")[1]
+        return f"twistd gvtap-guest --connect vsock:cid=2:port={port}  (or gvforwarder -url vsock://2:{port}/connect)"
+    if path is not None:
+        return f"twistd gvtap-guest --connect unix:{path}"
+    return f"twistd gvtap-guest --connect tcp:HOST:PORT  (endpoint {endpoint})"
+
+
+class _PcapService(Service):
+    def __init__(self, writer):
+        self.writer = writer
+
+    def stopService(self):
+        self.writer.close()
+        return Service.stopService(self)
+
+
+class _AnnouncingEndpointService(StreamServerEndpointService):
+    """
+    Logs one line when the endpoint listens, with the guest command to use.
+    """
+
+    def __init__(self, endpoint, factory, description, framing):
+        StreamServerEndpointService.__init__(self, endpoint, factory)
+        self._description = description
+        self._framing = framing
+
+    def privilegedStartService(self):
+        StreamServerEndpointService.privilegedStartService(self)
+        self._waitingForPort.addCallback(self._announce)
+
+    def _announce(self, port):
+        log.info("gvtap listening for guests on {endpoint}; in the guest: {hint}",
+                 endpoint=self._description.replace(":mode=600", ""), hint=guestHint(self._description, self._framing))
+        return port
+
+
+def makeService(options, reactor=None):
+    """
+    Build the gvtap service tree from parsed L{Options}.
+    """
+    if reactor is None:
+        from twisted.internet import reactor
+    from gvtwisted.assembly import Gvtap
+    from gvtwisted.link.pcap import PcapWriter
+
+    top = MultiService()
+    pcap = None
+    if options["pcap"]:
+        pcap = PcapWriter(options["pcap"], reactor)
+        _PcapService(pcap).setServiceParent(top)
+    gvtap = Gvtap(reactor, options["config"], pcap=pcap)
+    top.gvtap = gvtap
+    for framing, key in (("connect", "listen"), ("qemu", "listen-qemu")):
+        for description in options[key]:
+            try:
+                endpoint = serverFromString(reactor, description)
+            except (ValueError, KeyError) as e:
+                raise SystemExit(f"gvtap: bad endpoint {description!r}: {e}")
+            factory = LinkFactory(gvtap.network, gvtap.counters, framing)
+            service = _AnnouncingEndpointService(endpoint, factory, description, framing)
+            service._raiseSynchronously = True
+            service.setServiceParent(top)
+    return top
