@@ -49,7 +49,7 @@ class Gvtap:
         self.network.leaseOwner = self._leaseOwner
 
     def _leaseOwner(self, ip):
-        return self.dhcp.leases().get(ip)
+        return self.dhcp.macFor(ip)
 
 
 def _mac(raw: bytes) -> str:

@@ -31,8 +31,8 @@ class Options(usage.Options):
         "stream/socket: 4-byte big-endian length). Endpoints are Twisted endpoint "
         "strings (unix:/path, tcp:1024:interface=127.0.0.1, vsock:1024) or gvproxy "
         "URLs (unix:///path, tcp://127.0.0.1:1024, vsock://:1024). "
-        "Caps: 4096 MAC table entries (aged after 300 s), 4096 ARP entries, "
-        "4096 DHCP leases."
+        "Caps: 4096 MAC table entries (aged after 300 s), "
+        "4096 DHCP leases (static leases not counted), 4096 ARP entries."
     )
 
     optParameters = [

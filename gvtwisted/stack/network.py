@@ -189,7 +189,7 @@ class VirtualNetwork:
         local = dst == self._gwIP or dst == LIMITED_BROADCAST or dst == self.config.broadcastIPBytes
         proto = packet.proto
         if proto == ipv4.PROTO_UDP:
-            self._udpReceived(packet, local)
+            self._udpReceived(packet, local, frame[6:12])
         elif proto == ipv4.PROTO_TCP:
             if self.tcp is not None and (local or self.nat is not None):
                 self.tcp.segmentReceived(packet, local)
@@ -219,7 +219,7 @@ class VirtualNetwork:
         else:
             self.counters.increment("icmp.ignored")
 
-    def _udpReceived(self, packet, local):
+    def _udpReceived(self, packet, local, srcMAC):
         try:
             srcPort, dstPort, csum, data = udp.parse(packet.payload)
         except ValueError as e:
@@ -229,6 +229,11 @@ class VirtualNetwork:
             self.counters.complain("udp.checksum")
             return
         if local:
+            if dstPort == 67 and bytes(data[28:34]) != srcMAC:
+                # DHCP names its client inside the message: a guest must not
+                # renew, release or decline another guest's lease.
+                self.counters.complain("dhcp.chaddrSpoofed")
+                return
             port = self._udpPorts.get((packet.dst, dstPort)) or self._udpPorts.get((ANY, dstPort))
             if port is None:
                 if packet.dst == self._gwIP:
