@@ -1,0 +1,313 @@
+"""
+The guest's end of a C{/connect} link: carry frames between the TAP device and a
+gvtap or gvproxy host, and reconnect every second when the link fails or drops.
+
+The handshake is gvforwarder's: an HTTP request C{POST /connect} (the path comes
+from the URL), after which the host answers nothing and both sides switch to
+frames with a 2-byte little-endian length each.
+
+Flow control: the TAP device is registered with the link's transport as a
+streaming producer (through a per-connection L{TapProducer}), so a host that
+reads slowly stops our reads of the TAP; the guest kernel then queues or drops
+in its own qdisc, which is what a slow NIC looks like to it.
+"""
+
+from urllib.parse import unquote, urlsplit
+
+from twisted.application.service import Service
+from twisted.internet import defer, error
+from twisted.internet.endpoints import clientFromString
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+
+from gvtwisted.guest.tuntap import TapProducer
+from gvtwisted.link.framing import LE16, FramedLinkProtocol
+
+DEFAULT_PATH = "/connect"
+RETRY_DELAY = 1.0
+CONNECT_TIMEOUT = 10.0
+
+
+def connectRequest(path: str = DEFAULT_PATH, host: str = "gvtap") -> bytes:
+    """
+    The bytes that open a link: an HTTP/1.1 C{POST} to C{path} without a body.
+    """
+    return f"POST {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode("ascii")
+
+
+def _escape(value: str) -> str:
+    # Twisted's endpoint strings split on ':' and '=', with '\' as the escape.
+    return value.replace("\\", "\\\\").replace(":", "\\:").replace("=", "\\=")
+
+
+def urlToEndpointString(url: str):
+    """
+    Turn a gvforwarder URL, or a Twisted client endpoint string, into an
+    endpoint string and the HTTP path to post to.
+
+        - C{vsock://2:1024/connect} -> via
+          L{gvtwisted.link.vsock.vsockURLToEndpointString}, path C{/connect}
+        - C{unix:///run/gv.sock} -> C{unix:/run/gv.sock}, path C{/connect}
+        - C{tcp://127.0.0.1:7777/connect} -> C{tcp:host=127.0.0.1:port=7777}
+        - anything without C{://} (C{unix:/run/gv.sock}, C{vsock:cid=2:port=1024},
+          C{tcp:host=...:port=...}) is already an endpoint string; path C{/connect}
+
+    A unix URL names a socket file, so its path is the file and the request
+    always goes to C{/connect}, as in gvforwarder.
+
+    @return: C{(endpointString, path)}
+    @raise ValueError: for an unknown scheme or a URL without the parts it needs.
+    """
+    if "://" not in url:
+        if not url:
+            raise ValueError("empty connect address")
+        return url, DEFAULT_PATH
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "unix":
+        path = unquote(parts.netloc + parts.path)
+        if not path:
+            raise ValueError(f"no socket path in {url!r}")
+        return "unix:" + _escape(path), DEFAULT_PATH
+    httpPath = parts.path or DEFAULT_PATH
+    if scheme == "vsock":
+        from gvtwisted.link.vsock import vsockURLToEndpointString
+
+        endpointString, vsockPath = vsockURLToEndpointString(url)
+        return endpointString, vsockPath or DEFAULT_PATH
+    if scheme in ("tcp", "tcp4", "tcp6"):
+        try:
+            host, port = parts.hostname, parts.port
+        except ValueError as e:
+            raise ValueError(f"bad port in {url!r}: {e}") from None
+        if not host or port is None:
+            raise ValueError(f"{url!r} needs a host and a port")
+        # reactor.connectTCP takes IPv6 literals too; there is no tcp6 client.
+        return f"tcp:host={_escape(host)}:port={port}", httpPath
+    raise ValueError(
+        f"unsupported scheme {parts.scheme!r} in {url!r} (use vsock, unix or tcp)"
+    )
+
+
+class GuestLinkProtocol(FramedLinkProtocol):
+    """
+    One connection to the host: frames from the TAP go out length-prefixed,
+    frames from the host are written into the TAP.
+
+    @ivar device: the L{gvtwisted.guest.tuntap.TapDevice} (or anything with
+        C{frameReceived}, C{setReceiver}, C{writeFrame}, C{pauseProducing} and
+        C{resumeProducing}).
+    """
+
+    header = LE16
+    producer = None
+
+    def __init__(self, device, request: bytes):
+        FramedLinkProtocol.__init__(self)
+        self.device = device
+        self.request = request
+
+    def connectionMade(self):
+        self.transport.write(self.request)
+        self.producer = TapProducer(self.device)
+        self.transport.registerProducer(self.producer, True)
+        self.device.setReceiver(self.tapFrameReceived)
+        owner = getattr(self.factory, "owner", None)
+        if owner is not None:
+            owner.linkUp(self)
+
+    def tapFrameReceived(self, frame: bytes):
+        """
+        A frame from the guest: send it to the host.
+        """
+        self.sendFrame(frame)
+
+    def frameReceived(self, frame: bytes):
+        """
+        A frame from the host: give it to the guest.
+        """
+        self.device.writeFrame(frame)
+
+    def connectionLost(self, reason):
+        if self.device.frameReceived == self.tapFrameReceived:
+            self.device.setReceiver(None)
+        if self.producer is not None:
+            self.producer.detach()
+        owner = getattr(self.factory, "owner", None)
+        if owner is not None:
+            owner.linkDown(self, reason)
+
+
+class GuestLinkFactory(Factory):
+    """
+    Builds L{GuestLinkProtocol}s for the current TAP device of C{owner}.
+    """
+
+    protocol = GuestLinkProtocol
+    noisy = False
+
+    def __init__(self, owner):
+        self.owner = owner
+
+    def buildProtocol(self, addr):
+        p = self.protocol(self.owner.device, self.owner.request)
+        p.factory = self
+        return p
+
+
+class GuestForwarder(Service):
+    """
+    Keep one link to the host alive: connect, and after a failure or a
+    disconnection wait L{retryDelay} seconds and connect again, forever.
+
+    Logs one line when the link comes up, one each time it goes down, and one
+    when connecting starts to fail (not one per retry).
+
+    @ivar device: the TAP device frames come from and go to; set it before
+        starting the service.
+    @ivar linkUpHooks: callables run with the protocol each time the link is up.
+    @ivar connection: the connected L{GuestLinkProtocol}, or C{None}.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        endpoint,
+        clock,
+        device=None,
+        path: str = DEFAULT_PATH,
+        retryDelay: float = RETRY_DELAY,
+        connectTimeout: float = CONNECT_TIMEOUT,
+        description: str = None,
+        debug: bool = False,
+    ):
+        self.endpoint = endpoint
+        self.clock = clock
+        self.device = device
+        self.request = connectRequest(path)
+        self.retryDelay = retryDelay
+        self.connectTimeout = connectTimeout
+        self.description = description or str(endpoint)
+        self.debug = debug
+        self.factory = GuestLinkFactory(self)
+        self.linkUpHooks = []
+        self.connection = None
+        self.connects = 0
+        self.failures = 0
+        self._attempt = None
+        self._retry = None
+        self._lostWaiters = []
+        self._failing = False
+
+    @classmethod
+    def fromString(cls, reactor, connect: str, **kw):
+        """
+        Build a forwarder from a URL or endpoint string (see
+        L{urlToEndpointString}), with C{reactor} as the clock.
+        """
+        endpointString, path = urlToEndpointString(connect)
+        endpoint = clientFromString(reactor, endpointString)
+        kw.setdefault("description", connect)
+        return cls(endpoint, reactor, path=path, **kw)
+
+    def startService(self):
+        Service.startService(self)
+        self._connect()
+
+    def stopService(self):
+        Service.stopService(self)
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
+        if self._attempt is not None:
+            self._attempt.cancel()
+            self._attempt = None
+        if self.connection is not None:
+            d = defer.Deferred()
+            self._lostWaiters.append(d)
+            self.connection.transport.loseConnection()
+            return d
+        return None
+
+    def _connect(self):
+        self._retry = None
+        if not self.running:
+            return
+        d = self.endpoint.connect(self.factory)
+        if self.connectTimeout:
+            d.addTimeout(self.connectTimeout, self.clock)
+        self._attempt = d
+        d.addCallbacks(self._connected, self._failed)
+
+    def _connected(self, protocol):
+        self._attempt = None
+
+    def _failed(self, reason):
+        self._attempt = None
+        if not self.running:
+            return None
+        self.failures += 1
+        if not self._failing:
+            self._failing = True
+            self.log.warn(
+                "cannot connect to {where}: {why}; retrying every {delay:g} s",
+                where=self.description,
+                why=reason.getErrorMessage(),
+                delay=self.retryDelay,
+            )
+        elif self.debug:
+            self.log.debug(
+                "connect attempt {n} to {where} failed: {why}",
+                n=self.failures,
+                where=self.description,
+                why=reason.getErrorMessage(),
+            )
+        self._scheduleRetry()
+        return None
+
+    def _scheduleRetry(self):
+        if self.running and self._retry is None:
+            self._retry = self.clock.callLater(self.retryDelay, self._connect)
+
+    def linkUp(self, protocol):
+        """
+        Called by the protocol once connected and the request is sent.
+        """
+        self.connection = protocol
+        self.connects += 1
+        self._failing = False
+        self.log.info(
+            "link up: connected to {where} ({path})",
+            where=self.description,
+            path=self.request.split(b" ", 2)[1].decode("ascii"),
+        )
+        for hook in list(self.linkUpHooks):
+            try:
+                hook(protocol)
+            except Exception:
+                self.log.failure("link-up hook {hook} failed", hook=hook)
+
+    def linkDown(self, protocol, reason):
+        """
+        Called by the protocol when its connection is gone: reconnect later.
+        """
+        if self.connection is protocol:
+            self.connection = None
+        if self.running:
+            why = (
+                "closed by the host"
+                if reason.check(error.ConnectionDone)
+                else reason.getErrorMessage()
+            )
+            self.log.info(
+                "link down: {why}; reconnecting every {delay:g} s",
+                why=why,
+                delay=self.retryDelay,
+            )
+        else:
+            self.log.info("link closed")
+        waiters, self._lostWaiters = self._lostWaiters, []
+        for d in waiters:
+            d.callback(None)
+        self._scheduleRetry()

@@ -1,0 +1,471 @@
+"""
+The guest's TAP device: open it, configure it, and read and write Ethernet frames
+on it from the reactor.
+
+A TAP file descriptor is message oriented: each C{read} returns exactly one frame
+and each C{write} injects exactly one frame. So frames are never coalesced into a
+byte buffer the way L{twisted.internet.abstract.FileDescriptor} does for streams;
+L{TapDevice} keeps a small queue of whole frames for the rare C{EAGAIN} and drops
+(and counts) past it, as a NIC's ring would.
+
+Configuration uses ioctls on an ordinary C{AF_INET} datagram socket
+(C{SIOCSIFHWADDR}, C{SIOCSIFMTU}, C{SIOCSIFFLAGS}), so no C{ip} subprocess is
+needed. Everything here is Linux only.
+"""
+
+import errno
+import fcntl
+import os
+import socket
+import struct
+from collections import deque
+
+from zope.interface import implementer
+
+from twisted.internet import error
+from twisted.internet.interfaces import IPushProducer, IReadWriteDescriptor
+from twisted.logger import Logger
+from twisted.python import failure
+
+from gvtwisted.stack.counters import Counters
+
+TUNSETIFF = 0x400454CA
+IFF_TAP = 0x0002
+IFF_NO_PI = 0x1000
+
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+SIOCGIFMTU = 0x8921
+SIOCSIFMTU = 0x8922
+SIOCGIFHWADDR = 0x8927
+SIOCSIFHWADDR = 0x8924
+
+IFF_UP = 0x1
+ARPHRD_ETHER = 1
+IFNAMSIZ = 16
+
+# The largest frame a 2-byte length header can carry; a read of one more byte
+# tells an oversize frame (from an MTU set above 65521 by someone else) apart.
+MAX_LINK_FRAME = 0xFFFF
+READ_SIZE = MAX_LINK_FRAME + 1
+
+# struct ifreq is 16 bytes of name and a 24-byte union (40 bytes on 64-bit).
+_IFREQ_SIZE = 40
+
+
+def _ifreq(name: str, payload: bytes = b"") -> bytearray:
+    encoded = name.encode("ascii")
+    if not encoded or len(encoded) >= IFNAMSIZ:
+        raise ValueError(f"bad interface name {name!r}")
+    req = bytearray(_IFREQ_SIZE)
+    req[: len(encoded)] = encoded
+    req[IFNAMSIZ : IFNAMSIZ + len(payload)] = payload
+    return req
+
+
+def parseMAC(mac: str) -> bytes:
+    """
+    Turn C{"5a:94:ef:e4:0c:ee"} into its 6 bytes.
+
+    @raise ValueError: if C{mac} is not six hexadecimal octets separated by
+        colons or dashes, or is a multicast address (which no interface may have).
+    """
+    parts = mac.replace("-", ":").split(":")
+    if len(parts) != 6 or not all(1 <= len(p) <= 2 for p in parts):
+        raise ValueError(f"bad MAC address {mac!r}")
+    try:
+        raw = bytes(int(p, 16) for p in parts)
+    except ValueError:
+        raise ValueError(f"bad MAC address {mac!r}") from None
+    if raw[0] & 1:
+        raise ValueError(f"MAC address {mac!r} is multicast")
+    return raw
+
+
+def formatMAC(raw: bytes) -> str:
+    """
+    Turn 6 bytes into C{"5a:94:ef:e4:0c:ee"}.
+    """
+    return ":".join(f"{b:02x}" for b in raw)
+
+
+def openTap(name: str):
+    """
+    Open (creating it if needed) the TAP device C{name} without packet
+    information headers, non-blocking and close-on-exec.
+
+    @return: C{(fd, actualName)}; the kernel may pick the name when C{name}
+        holds a C{%d}.
+    @raise OSError: when C{/dev/net/tun} cannot be opened or the ioctl fails
+        (typically C{EPERM} without C{CAP_NET_ADMIN}, C{EBUSY} when another
+        process holds the device).
+    """
+    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        req = _ifreq(name, struct.pack("H", IFF_TAP | IFF_NO_PI))
+        fcntl.ioctl(fd, TUNSETIFF, req)
+    except BaseException:
+        os.close(fd)
+        raise
+    actual = bytes(req[:IFNAMSIZ]).split(b"\0", 1)[0].decode("ascii")
+    return fd, actual
+
+
+def _ioctl(request: int, req: bytearray) -> bytearray:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        fcntl.ioctl(s.fileno(), request, req)
+    return req
+
+
+def setMAC(name: str, mac: bytes):
+    """
+    Set the hardware address of interface C{name} to the 6 bytes C{mac}.
+    """
+    _ioctl(SIOCSIFHWADDR, _ifreq(name, struct.pack("H", ARPHRD_ETHER) + mac))
+
+
+def getMAC(name: str) -> bytes:
+    """
+    The 6-byte hardware address of interface C{name}.
+    """
+    req = _ioctl(SIOCGIFHWADDR, _ifreq(name))
+    return bytes(req[IFNAMSIZ + 2 : IFNAMSIZ + 8])
+
+
+def setMTU(name: str, mtu: int):
+    """
+    Set the MTU of interface C{name}.
+    """
+    _ioctl(SIOCSIFMTU, _ifreq(name, struct.pack("i", mtu)))
+
+
+def getMTU(name: str) -> int:
+    """
+    The MTU of interface C{name}.
+    """
+    req = _ioctl(SIOCGIFMTU, _ifreq(name))
+    return struct.unpack_from("i", req, IFNAMSIZ)[0]
+
+
+def setUp(name: str, up: bool = True):
+    """
+    Bring interface C{name} up (or down), leaving its other flags alone.
+    """
+    req = _ioctl(SIOCGIFFLAGS, _ifreq(name))
+    (flags,) = struct.unpack_from("H", req, IFNAMSIZ)
+    flags = (flags | IFF_UP) if up else (flags & ~IFF_UP)
+    struct.pack_into("H", req, IFNAMSIZ, flags)
+    _ioctl(SIOCSIFFLAGS, req)
+
+
+def configureTap(name: str, mac: bytes = None, mtu: int = None, up: bool = True):
+    """
+    Set C{mac} and C{mtu} (when given) on interface C{name}, then bring it up.
+    """
+    if mac is not None:
+        setMAC(name, mac)
+    if mtu is not None:
+        setMTU(name, mtu)
+    if up:
+        setUp(name, True)
+
+
+@implementer(IReadWriteDescriptor, IPushProducer)
+class TapDevice:
+    """
+    A TAP file descriptor in the reactor.
+
+    Frames read from the device go to C{self.frameReceived}, set with
+    L{setReceiver}; with no receiver they are dropped and counted as
+    C{drop.tapNoLink}, so a guest talking while the link is down gets fresh
+    traffic through once it is back, not a backlog of stale frames.
+    L{writeFrame} writes one frame.
+
+    As an L{IPushProducer} it stops reading the device while paused, so a link
+    transport that registers it (through L{TapProducer}) can stop the guest's
+    traffic at the TAP, where the guest kernel queues or drops it.
+
+    @ivar counters: L{Counters} of frames and drops (C{tap.rx.frames},
+        C{tap.tx.frames}, C{drop.tapQueueFull}, C{drop.tapWriteError}, ...).
+    @ivar maxQueue: frames held when the device answers C{EAGAIN}.
+    @ivar readsPerCall: the most frames read per C{doRead}, so one busy
+        device cannot starve the rest of the reactor.
+    """
+
+    log = Logger()
+    disconnected = False
+
+    def __init__(
+        self,
+        fd: int,
+        name: str = "tap",
+        reactor=None,
+        maxQueue: int = 256,
+        readsPerCall: int = 64,
+        counters: Counters = None,
+        readSize: int = READ_SIZE,
+    ):
+        if reactor is None:
+            from twisted.internet import reactor
+        self.fd = fd
+        self.name = name
+        self.reactor = reactor
+        self.maxQueue = maxQueue
+        self.readsPerCall = readsPerCall
+        self.readSize = readSize
+        self.counters = counters if counters is not None else Counters(reactor)
+        self.frameReceived = self._noLink
+        self._queue = deque()
+        self._paused = False
+        self._started = False
+        self._reading = False
+        self._writing = False
+
+    def __repr__(self):
+        return f"<TapDevice {self.name} fd={self.fd}>"
+
+    # IFileDescriptor / ILoggingContext
+
+    def fileno(self) -> int:
+        return self.fd if not self.disconnected else -1
+
+    def logPrefix(self) -> str:
+        return f"TapDevice({self.name})"
+
+    def _noLink(self, frame):
+        self.counters.values["drop.tapNoLink"] += 1
+
+    def setReceiver(self, receiver):
+        """
+        Send frames read from now on to C{receiver} (a callable taking
+        C{bytes}), or drop them if it is C{None}.
+        """
+        self.frameReceived = self._noLink if receiver is None else receiver
+
+    # Lifecycle
+
+    def startReading(self):
+        """
+        Watch the device for frames (until L{pauseProducing} or L{close}).
+        """
+        self._started = True
+        self._updateReading()
+
+    def stopReading(self):
+        """
+        Stop watching the device for frames.
+        """
+        self._started = False
+        self._updateReading()
+
+    def _updateReading(self):
+        want = self._started and not self._paused and not self.disconnected
+        if want and not self._reading:
+            self.reactor.addReader(self)
+            self._reading = True
+        elif not want and self._reading:
+            self.reactor.removeReader(self)
+            self._reading = False
+
+    def close(self):
+        """
+        Leave the reactor, drop queued frames and close the descriptor.
+        """
+        if self.disconnected:
+            return
+        if self._reading:
+            self.reactor.removeReader(self)
+            self._reading = False
+        if self._writing:
+            self.reactor.removeWriter(self)
+            self._writing = False
+        self.disconnected = True
+        self._queue.clear()
+        fd, self.fd = self.fd, -1
+        os.close(fd)
+
+    def connectionLost(self, reason):
+        """
+        The reactor gave up on the descriptor (or is shutting down): close it.
+        """
+        if not self.disconnected and not reason.check(
+            error.ConnectionDone, error.ConnectionLost
+        ):
+            self.log.failure("TAP device {name} failed", reason, name=self.name)
+        self.close()
+
+    # IPushProducer
+
+    def pauseProducing(self):
+        """
+        Stop reading frames from the device until L{resumeProducing}.
+        """
+        self._paused = True
+        self._updateReading()
+
+    def resumeProducing(self):
+        """
+        Read frames from the device again.
+        """
+        self._paused = False
+        self._updateReading()
+
+    def stopProducing(self):
+        """
+        A consumer went away; the device stays open for the next one, so this
+        is only a pause. L{TapProducer} keeps it from ever being called.
+        """
+        self.pauseProducing()
+
+    # Reading
+
+    def doRead(self):
+        """
+        Read up to L{readsPerCall} frames, each one C{os.read}.
+        """
+        fd = self.fd
+        read = os.read
+        size = self.readSize
+        count = 0
+        octets = 0
+        try:
+            for _ in range(self.readsPerCall):
+                try:
+                    frame = read(fd, size)
+                except BlockingIOError:
+                    break
+                except InterruptedError:
+                    continue
+                except OSError as e:
+                    if e.errno == errno.EIO:
+                        # The interface is down (or was deleted under us):
+                        # nothing to read, but the descriptor is still ours.
+                        break
+                    return failure.Failure(e)
+                if not frame:
+                    break
+                if len(frame) > MAX_LINK_FRAME:
+                    self.counters.complain(
+                        "tapOversize", f"{len(frame)}-byte frame on {self.name}"
+                    )
+                    continue
+                count += 1
+                octets += len(frame)
+                self.frameReceived(frame)
+                if self._paused or self.disconnected:
+                    break
+        finally:
+            if count:
+                values = self.counters.values
+                values["tap.rx.frames"] += count
+                values["tap.rx.bytes"] += octets
+        return None
+
+    # Writing
+
+    def writeFrame(self, frame: bytes):
+        """
+        Write one frame into the device, or queue it if the device is busy.
+
+        A frame the kernel refuses (shorter than an Ethernet header, longer than
+        the MTU allows) is counted and dropped; past L{maxQueue} waiting frames
+        new ones are dropped and counted too.
+        """
+        if self.disconnected:
+            self.counters.increment("drop.tapClosed")
+            return
+        if self._queue:
+            self._enqueue(frame)
+            return
+        try:
+            os.write(self.fd, frame)
+        except BlockingIOError:
+            self._enqueue(frame)
+            return
+        except OSError as e:
+            self.counters.complain("tapWriteError", f"{self.name}: {e}")
+            return
+        values = self.counters.values
+        values["tap.tx.frames"] += 1
+        values["tap.tx.bytes"] += len(frame)
+
+    def _enqueue(self, frame):
+        if len(self._queue) >= self.maxQueue:
+            self.counters.complain("tapQueueFull", f"{self.name} is not draining")
+            return
+        self._queue.append(frame)
+        if not self._writing:
+            self.reactor.addWriter(self)
+            self._writing = True
+
+    def queued(self) -> int:
+        """
+        How many frames wait for the device.
+        """
+        return len(self._queue)
+
+    def doWrite(self):
+        """
+        Write queued frames until the device is busy again or the queue is empty.
+        """
+        queue = self._queue
+        values = self.counters.values
+        while queue:
+            frame = queue[0]
+            try:
+                os.write(self.fd, frame)
+            except BlockingIOError:
+                return None
+            except InterruptedError:
+                continue
+            except OSError as e:
+                self.counters.complain("tapWriteError", f"{self.name}: {e}")
+            else:
+                values["tap.tx.frames"] += 1
+                values["tap.tx.bytes"] += len(frame)
+            queue.popleft()
+        if self._writing:
+            self.reactor.removeWriter(self)
+            self._writing = False
+        return None
+
+
+@implementer(IPushProducer)
+class TapProducer:
+    """
+    The face of a L{TapDevice} that one link connection registers with its
+    transport.
+
+    A transport calls C{stopProducing} on its producer when the connection is
+    lost; the TAP outlives connections, so here that only detaches this link
+    and resumes the device for whoever comes next. Pauses and resumes from a
+    detached link are ignored, so a dying connection cannot wedge the device.
+    """
+
+    def __init__(self, device: TapDevice):
+        self.device = device
+        self.paused = False
+        self.attached = True
+
+    def pauseProducing(self):
+        if self.attached:
+            self.paused = True
+            self.device.pauseProducing()
+
+    def resumeProducing(self):
+        if self.attached:
+            self.paused = False
+            self.device.resumeProducing()
+
+    def stopProducing(self):
+        self.detach()
+
+    def detach(self):
+        """
+        Forget the link; undo any pause it made.
+        """
+        if self.attached:
+            self.attached = False
+            if self.paused:
+                self.paused = False
+                self.device.resumeProducing()
