@@ -43,11 +43,11 @@ class GuestLinkProtocol(FramedLinkProtocol):
     def __init__(self, makePort, header, peerName):
         FramedLinkProtocol.__init__(self, header)
         self._makePort = makePort
-        self._peerName = peerName
+        self.peerName = peerName
         self.port = None
 
     def connectionMade(self):
-        self.port = self._makePort(self._peerName)
+        self.port = self._makePort(self.peerName)
         self.port.attach(self)
 
     def connectionLost(self, reason):
@@ -77,7 +77,7 @@ class ConnectOrHTTP(Protocol):
             return
         self._buffer += data
         end = self._buffer.find(b"\r\n\r\n")
-        if end < 0:
+        if end < 0 or end > MAX_REQUEST_HEAD:
             if len(self._buffer) > MAX_REQUEST_HEAD:
                 self._counters.complain("link.requestHeadTooLong", self._peerName)
                 self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"

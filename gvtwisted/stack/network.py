@@ -19,7 +19,6 @@ from gvtwisted.wire import arp, ethernet, icmp, ipv4, udp
 from gvtwisted.wire.ethernet import BROADCAST, HEADER as ETH_HEADER
 
 ARP_CACHE_MAX = 4096
-ARP_CACHE_TTL = 600.0
 PENDING_PER_IP = 16
 PENDING_IPS = 256
 ARP_RETRY = 1.0
@@ -116,6 +115,9 @@ class VirtualNetwork:
         """
         A frame the switch delivered to the gateway (its MAC, or flooded).
         """
+        if len(frame) < 14:
+            self.counters.increment("drop.ethernet.short")
+            return
         dst = frame[0:6]
         if dst != self._gwMAC and dst != BROADCAST:
             return
@@ -313,17 +315,20 @@ class VirtualNetwork:
             self.counters.increment("drop.arp.offSubnet")
             return
         pending = self._pending.get(dst)
-        if pending is None:
+        new = pending is None
+        if new:
             if len(self._pending) >= PENDING_IPS:
                 self.counters.increment("drop.arp.pendingFull")
                 return
             pending = self._pending[dst] = [[], 0]
-            self._arpRequest(dst)
         queue = pending[0]
         room = PENDING_PER_IP - len(queue)
         if room < len(packets):
             self.counters.increment("drop.arp.pendingFull", len(packets) - max(room, 0))
         queue.extend(packets[:max(room, 0)])
+        if new:
+            # Queue first: a guest may answer the request before it returns.
+            self._arpRequest(dst)
 
     def _arpRequest(self, dst):
         pending = self._pending.get(dst)

@@ -4,6 +4,7 @@ Ethernet II headers: 6-byte destination, 6-byte source, 2-byte type.
 Frames arrive without FCS. A frame shorter than the 14-byte header is malformed.
 """
 
+import string
 import struct
 
 HEADER = struct.Struct("!6s6sH")
@@ -24,12 +25,11 @@ def parseMAC(text: str) -> bytes:
     @raise ValueError: if C{text} is not six hex octets.
     """
     parts = text.replace("-", ":").split(":")
-    if len(parts) != 6 or not all(1 <= len(p) <= 2 for p in parts):
+    if len(parts) != 6 or not all(
+        1 <= len(p) <= 2 and all(c in string.hexdigits for c in p) for p in parts
+    ):
         raise ValueError(f"not a MAC address: {text!r}")
-    try:
-        return bytes(int(p, 16) for p in parts)
-    except ValueError:
-        raise ValueError(f"not a MAC address: {text!r}") from None
+    return bytes(int(p, 16) for p in parts)
 
 
 def formatMAC(mac: bytes) -> str:
