@@ -387,9 +387,10 @@ class IPv4ValidationTests(NetworkTestCase):
         """
         self.assertDropped(echoRequest()[:30], "ipv4.short")
 
-    def test_fragmentDropped(self):
+    def test_fragmentHeldThenTimedOut(self):
         """
-        A fragment from the guest is dropped and counted.
+        A lone first fragment from the guest is held for reassembly, nothing
+        is sent, and after the reassembly timeout it is dropped and counted.
         """
         frame = bytearray(echoRequest())
         frame[20:22] = (0x2000).to_bytes(2, "big")
@@ -397,7 +398,9 @@ class IPv4ValidationTests(NetworkTestCase):
         frame[24:26] = checksum.internetChecksum(bytes(frame[14:34])).to_bytes(2, "big")
         self.send(bytes(frame))
         self.assertNothingSent()
-        self.assertEqual(self.counters.get("drop.ipv4.fragment"), 1)
+        self.assertEqual(len(self.network.reassembler), 1)
+        self.clock.advance(31)
+        self.assertEqual(self.counters.get("drop.ipv4.reassemblyTimeout"), 1)
 
     def test_unsupportedProtocol(self):
         """

@@ -14,6 +14,7 @@ import socket
 
 from twisted.logger import Logger
 
+from gvtwisted.stack.reassembly import Reassembler
 from gvtwisted.stack.udp import VirtualUDPPort
 from gvtwisted.wire import arp, ethernet, icmp, ipv4, udp
 from gvtwisted.wire.ethernet import BROADCAST, HEADER as ETH_HEADER
@@ -69,6 +70,7 @@ class VirtualNetwork:
         self._gwIP = config.gatewayIPBytes
         self._hostIP = config.hostIPBytes
         self._udpPorts = {}
+        self.reassembler = Reassembler(reactor, counters)
         # ip (4 bytes) -> [mac, learntAt]
         self._arpCache = {}
         # ip -> (list of frames-without-ethernet-header builders, tries)
@@ -81,6 +83,10 @@ class VirtualNetwork:
         """
         Bind C{protocol} to a virtual UDP C{port}, on C{interface} (a dotted
         address of the gateway side) or on every address when empty.
+
+        A port bound on an address other than the gateway's (the host address,
+        or a real client's address that a UDP forward shows the guest) gets
+        what the guest sends there before the NAT sees it.
         """
         key = (socket.inet_aton(interface) if interface else ANY, port)
         if key in self._udpPorts:
@@ -91,6 +97,19 @@ class VirtualNetwork:
         self._udpPorts[key] = p
         p.startListening()
         return p
+
+    def listenTCP(self, port, factory, backlog=50, interface=""):
+        """
+        Accept virtual TCP connections to C{port} on C{interface} (a gateway
+        side address; every one when empty).
+        """
+        return self.tcp.listenTCP(port, factory, backlog, interface)
+
+    def connectTCP(self, host, port, factory, timeout=30, bindAddress=None):
+        """
+        Open a virtual TCP connection into the guest at C{host}:C{port}.
+        """
+        return self.tcp.connectTCP(host, port, factory, timeout, bindAddress)
 
     def _unbindUDP(self, port):
         key = (socket.inet_aton(port.interface) if port.interface else ANY, port.port)
@@ -185,8 +204,9 @@ class VirtualNetwork:
             return
         self.counters.increment("ipv4.received")
         if packet.isFragment:
-            self.counters.complain("ipv4.fragment")
-            return
+            packet = self.reassembler.add(packet)
+            if packet is None:
+                return
         dst = packet.dst
         local = dst == self._gwIP or dst == LIMITED_BROADCAST or dst == self.config.broadcastIPBytes
         proto = packet.proto
@@ -243,6 +263,12 @@ class VirtualNetwork:
                 self.counters.increment("drop.udp.noListener")
                 return
             self.counters.increment("udp.local")
+            port.protocol.datagramReceived(bytes(data), (socket.inet_ntoa(packet.src), srcPort))
+            return
+        port = self._udpPorts.get((packet.dst, dstPort))
+        if port is not None:
+            # A port bound on a non-gateway address (a UDP forward's source).
+            self.counters.increment("udp.bound")
             port.protocol.datagramReceived(bytes(data), (socket.inet_ntoa(packet.src), srcPort))
         elif self.nat is not None:
             self.nat.udpReceived(packet, srcPort, dstPort, data)

@@ -1,0 +1,437 @@
+"""
+UDP NAT: the guest's UDP datagrams to addresses outside the virtual network
+leave through ordinary host UDP sockets, and the answers come back to the guest
+as if the destination had sent them itself.
+
+A flow is one (guest address, guest port, destination address, destination
+port) quadruple, and owns one host socket, bound to an ephemeral port and
+connected to the real destination. Connecting does three things for us: the
+kernel only hands the socket datagrams from that destination (so nobody else
+can inject into the flow), a port-unreachable answer surfaces as
+C{ECONNREFUSED} (which becomes an ICMP port unreachable to the guest, so its
+C{recv} fails as it would on a real network), and replies need no lookup: the
+socket is the flow.
+
+The host sockets are read through a small L{IReadDescriptor} of our own rather
+than C{reactor.listenUDP}: Twisted's UDP port logs a line for every port opened
+and closed (one per flow) and treats an unexpected socket error such as
+C{EHOSTUNREACH} as fatal, with a traceback; here both are counted instead.
+
+The destination 192.168.127.254 (the configured host address) stands for the
+host itself: its flows connect to 127.0.0.1, from a socket bound on 127.0.0.1,
+unless C{hostLoopback} is off. Link-local 169.254.0.0/16 (cloud metadata
+services) is refused unless C{ec2MetadataAccess}; broadcast, multicast and
+addresses that are not routable from a host socket are dropped.
+
+Flows are bounded: at most C{maxFlows} (the least recently used is closed to
+make room) and each is closed after C{idleTimeout} seconds without a datagram
+either way. Timing is not per packet: a flow records when it was last active
+and a sweep every C{idleTimeout / 4} seconds closes the idle ones, so the hot
+path is a dict lookup, a timestamp and a C{send}.
+"""
+
+import errno
+import socket
+from collections import OrderedDict
+
+from zope.interface import implementer
+
+from twisted.internet.interfaces import IHalfCloseableDescriptor, IReadDescriptor
+
+from gvtwisted.wire import icmp, ipv4, udp
+
+#: The largest UDP payload IPv4 can carry: 65535 - 20 (IP) - 8 (UDP).
+MAX_DATAGRAM = 65507
+#: Datagrams read from one host socket per reactor wake-up, so that one busy
+#: flow cannot starve the others.
+READ_BATCH = 64
+
+LOOPBACK = "127.0.0.1"
+ANY = b"\x00\x00\x00\x00"
+LIMITED_BROADCAST = b"\xff\xff\xff\xff"
+
+
+class Refused:
+    """
+    Why a destination may not be reached: C{reason} is a counter suffix,
+    C{icmpCode} the destination-unreachable code to answer with, or L{None} to
+    drop silently (broadcast and multicast: nobody expects an answer).
+    """
+
+    __slots__ = ("reason", "icmpCode")
+
+    def __init__(self, reason, icmpCode=None):
+        self.reason = reason
+        self.icmpCode = icmpCode
+
+
+HOST_LOOPBACK_DISABLED = Refused("hostLoopbackDisabled", icmp.ADMIN_PROHIBITED)
+LINK_LOCAL = Refused("linkLocal", icmp.ADMIN_PROHIBITED)
+BROADCAST = Refused("broadcast")
+MULTICAST = Refused("multicast")
+MARTIAN = Refused("martian")
+IN_SUBNET = Refused("inSubnet")
+
+
+def hostDestination(config, dst: bytes, hostLoopback: bool, ec2MetadataAccess: bool):
+    """
+    Where on the host a guest's packet to C{dst} should go.
+
+    @param config: the network's L{gvtwisted.config.NetworkConfig}.
+    @param dst: the 4-byte destination the guest used.
+    @return: the dotted address a host socket should send to, or a
+        L{Refused} saying why not.
+    """
+    if dst == config.hostIPBytes:
+        return LOOPBACK if hostLoopback else HOST_LOOPBACK_DISABLED
+    first = dst[0]
+    if dst == LIMITED_BROADCAST or dst == config.broadcastIPBytes:
+        return BROADCAST
+    if 224 <= first <= 239:
+        return MULTICAST
+    if first == 0 or first == 127 or first >= 240:
+        # "This network", the host's own loopback (which the guest must only
+        # reach through the host address) and reserved space.
+        return MARTIAN
+    if first == 169 and dst[1] == 254:
+        return socket.inet_ntoa(dst) if ec2MetadataAccess else LINK_LOCAL
+    if config.inSubnet(dst):
+        # Other guests are reached through the switch, never the host.
+        return IN_SUBNET
+    return socket.inet_ntoa(dst)
+
+
+@implementer(IReadDescriptor, IHalfCloseableDescriptor)
+class SocketReader:
+    """
+    Lets the reactor tell us when a non-blocking host socket is readable.
+
+    The reading itself is C{onReadable}'s job, so that each user reads the
+    way it needs (batches, error mapping) without Twisted's port machinery.
+    """
+
+    def __init__(self, reactor, sock, onReadable, name="gvtap-nat"):
+        self.reactor = reactor
+        self.socket = sock
+        self._fd = sock.fileno()
+        self._onReadable = onReadable
+        self._name = name
+
+    def fileno(self):
+        return self._fd if self.socket.fileno() != -1 else -1
+
+    def doRead(self):
+        self._onReadable()
+        return None
+
+    def readConnectionLost(self, reason):
+        """
+        The epoll and poll reactors report a socket with a pending error and
+        nothing to read (C{EPOLLERR} without C{EPOLLIN}: the C{ECONNREFUSED}
+        an ICMP port unreachable leaves on a connected UDP socket) as the
+        end of reading, and unregister us. It is no end for a datagram
+        socket: read the error, which clears it, and register again.
+        """
+        if self.socket.fileno() == -1:
+            return
+        self._onReadable()
+        if self.socket.fileno() != -1:
+            self.reactor.addReader(self)
+
+    def writeConnectionLost(self, reason):
+        pass
+
+    def connectionLost(self, reason):
+        # The reactor gives up on us only at shutdown (the NAT's stop closes
+        # the sockets) or after a doRead failure, which onReadable does not
+        # let happen; nothing to undo.
+        pass
+
+    def logPrefix(self):
+        return self._name
+
+
+def unreachableCode(err: int):
+    """
+    The ICMP destination-unreachable code that tells the guest what a host
+    socket error means, or L{None} if the error is ours, not the network's.
+    """
+    if err == errno.ECONNREFUSED:
+        return icmp.PORT_UNREACHABLE
+    if err in (errno.ENETUNREACH, errno.ENETDOWN):
+        return icmp.NET_UNREACHABLE
+    if err in (errno.EHOSTUNREACH, errno.EHOSTDOWN):
+        return icmp.HOST_UNREACHABLE
+    if err in (errno.EPERM, errno.EACCES):
+        return icmp.ADMIN_PROHIBITED
+    return None
+
+
+class QuotedPacket:
+    """
+    Stands for a guest packet we no longer hold, for
+    C{network.sendICMPError}: the IPv4 header and the first payload bytes that
+    an ICMP error quotes, rebuilt from what a flow remembers.
+    """
+
+    __slots__ = ("src", "dst", "header", "payload")
+
+    def __init__(self, src, dst, proto, transportHeader):
+        self.src = src
+        self.dst = dst
+        self.header = ipv4.buildHeader(src, dst, proto, len(transportHeader))
+        self.payload = transportHeader
+
+
+class FlowTable:
+    """
+    What the UDP and ICMP NATs share: a bounded table of flows in least
+    recently used order, and a periodic sweep that closes idle ones.
+
+    Subclasses define C{prefix} (the counter prefix) and C{_closeFlow}.
+    A flow is any object with C{key} and C{lastActive} attributes.
+    """
+
+    prefix = "nat"
+
+    def __init__(self, reactor, network, maxFlows, idleTimeout):
+        self.reactor = reactor
+        self.network = network
+        self.counters = network.counters
+        self.maxFlows = maxFlows
+        self.idleTimeout = idleTimeout
+        self.sweepInterval = idleTimeout / 4.0
+        self._flows = OrderedDict()
+        self._sweeper = None
+
+    def flowCount(self) -> int:
+        """
+        How many flows are open.
+        """
+        return len(self._flows)
+
+    def _addFlow(self, flow):
+        """
+        Put a new flow in the table, closing the least recently used ones if
+        the table is full, and make sure the sweep runs.
+        """
+        flows = self._flows
+        while flows and len(flows) >= self.maxFlows:
+            _, oldest = flows.popitem(last=False)
+            self.counters.increment(self.prefix + ".flowsEvicted")
+            self._closeFlow(oldest)
+        flows[flow.key] = flow
+        self.counters.increment(self.prefix + ".flowsOpened")
+        if self._sweeper is None:
+            self._sweeper = self.reactor.callLater(self.sweepInterval, self._sweep)
+
+    def _removeFlow(self, flow):
+        if self._flows.get(flow.key) is flow:
+            del self._flows[flow.key]
+        self._closeFlow(flow)
+
+    def _sweep(self):
+        """
+        Close the flows idle for longer than the timeout. The table is in
+        least recently used order, so the sweep stops at the first live one.
+        """
+        self._sweeper = None
+        flows = self._flows
+        deadline = self.reactor.seconds() - self.idleTimeout
+        while flows:
+            key = next(iter(flows))
+            flow = flows[key]
+            if flow.lastActive > deadline:
+                break
+            del flows[key]
+            self.counters.increment(self.prefix + ".flowsExpired")
+            self._closeFlow(flow)
+        if flows:
+            self._sweeper = self.reactor.callLater(self.sweepInterval, self._sweep)
+        else:
+            self._tableEmpty()
+
+    def _tableEmpty(self):
+        """
+        The last flow is gone; subclasses may release shared resources.
+        """
+
+    def stop(self):
+        """
+        Close every flow and its host socket, and stop the sweep.
+        """
+        if self._sweeper is not None:
+            if self._sweeper.active():
+                self._sweeper.cancel()
+            self._sweeper = None
+        flows = list(self._flows.values())
+        self._flows.clear()
+        for flow in flows:
+            self._closeFlow(flow)
+        self._tableEmpty()
+
+
+class UDPFlow:
+    """
+    One guest UDP flow and its connected host socket.
+
+    @ivar key: C{(guestIP, guestPort, dstIP, dstPort)}, 4-byte addresses.
+    @ivar realHost: the dotted address the host socket is connected to.
+    @ivar lastActive: when a datagram last went either way.
+    """
+
+    __slots__ = ("key", "guestIP", "guestPort", "dstIP", "dstPort", "realHost",
+                 "socket", "reader", "lastActive", "closed")
+
+    def __init__(self, key, realHost, sock, now):
+        self.key = key
+        self.guestIP, self.guestPort, self.dstIP, self.dstPort = key
+        self.realHost = realHost
+        self.socket = sock
+        self.reader = None
+        self.lastActive = now
+        self.closed = False
+
+
+class UDPNAT(FlowTable):
+    """
+    The guest's UDP to the world, through host sockets.
+
+    @ivar hostLoopback: whether the host address reaches the host's
+        127.0.0.1.
+    @ivar ec2MetadataAccess: whether 169.254.0.0/16 may be reached.
+    """
+
+    prefix = "nat.udp"
+
+    def __init__(self, reactor, network, hostLoopback=True, ec2MetadataAccess=False,
+                 maxFlows=4096, idleTimeout=90.0):
+        FlowTable.__init__(self, reactor, network, maxFlows, idleTimeout)
+        self.hostLoopback = hostLoopback
+        self.ec2MetadataAccess = ec2MetadataAccess
+
+    # -- guest to host ------------------------------------------------------
+
+    def udpReceived(self, packet, srcPort, dstPort, data):
+        """
+        A datagram from the guest for a destination outside the network.
+
+        @param packet: the L{ipv4.IPv4Packet} that carried it.
+        @param data: a memoryview of the UDP payload.
+        """
+        key = (packet.src, srcPort, packet.dst, dstPort)
+        flow = self._flows.get(key)
+        if flow is None:
+            flow = self._open(packet, key)
+            if flow is None:
+                return
+        else:
+            flow.lastActive = self.reactor.seconds()
+            self._flows.move_to_end(key)
+        self.counters.increment("nat.udp.datagramsOut")
+        try:
+            flow.socket.send(data)
+        except BlockingIOError:
+            self.counters.increment("drop.nat.udp.hostSocketFull")
+        except OSError as e:
+            self._sendFailed(flow, e.errno)
+
+    def _open(self, packet, key):
+        """
+        Make the flow for a guest's first datagram to a destination, or
+        answer why not; L{None} when the datagram is not to be sent.
+        """
+        guestIP, srcPort, dst, dstPort = key
+        if guestIP == ANY or srcPort == 0 or dstPort == 0:
+            self.counters.complain("nat.udp.badAddress",
+                                   f"{socket.inet_ntoa(guestIP)}:{srcPort} -> "
+                                   f"{socket.inet_ntoa(dst)}:{dstPort}")
+            return None
+        where = hostDestination(self.network.config, dst, self.hostLoopback,
+                                self.ec2MetadataAccess)
+        if where.__class__ is Refused:
+            self.counters.increment("drop.nat.udp." + where.reason)
+            if where.icmpCode is not None:
+                self.network.sendICMPError(packet, icmp.DEST_UNREACHABLE, where.icmpCode)
+            return None
+        sock = None
+        try:
+            # Out of file descriptors (EMFILE) fails here: counted, not fatal.
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.setblocking(False)
+            sock.bind((LOOPBACK if where == LOOPBACK else "0.0.0.0", 0))
+            sock.connect((where, dstPort))
+        except OSError as e:
+            if sock is not None:
+                sock.close()
+            self.counters.complain("nat.udp.hostSocket", f"{where}:{dstPort}: {e}")
+            code = unreachableCode(e.errno)
+            if code is not None:
+                self.network.sendICMPError(packet, icmp.DEST_UNREACHABLE, code)
+            return None
+        flow = UDPFlow(key, where, sock, self.reactor.seconds())
+        flow.reader = SocketReader(self.reactor, sock, lambda: self._readable(flow), "gvtap-nat-udp")
+        self._addFlow(flow)
+        self.reactor.addReader(flow.reader)
+        return flow
+
+    def _sendFailed(self, flow, err):
+        code = unreachableCode(err)
+        if err == errno.EMSGSIZE:
+            self.counters.increment("drop.nat.udp.tooBig")
+        elif code is None:
+            self.counters.complain("nat.udp.sendError",
+                                   f"{flow.realHost}:{flow.dstPort}: {errno.errorcode.get(err, err)}")
+        else:
+            self._unreachable(flow, code)
+
+    # -- host to guest ------------------------------------------------------
+
+    def _readable(self, flow):
+        """
+        Read what the host socket of C{flow} holds and hand it to the guest,
+        at most L{READ_BATCH} datagrams at a time.
+        """
+        recv = flow.socket.recv
+        for _ in range(READ_BATCH):
+            if flow.closed:
+                return
+            try:
+                data = recv(65535)
+            except BlockingIOError:
+                return
+            except OSError as e:
+                # A pending ICMP error from the network, reported on the
+                # connected socket; the socket stays usable.
+                code = unreachableCode(e.errno)
+                if code is None:
+                    self.counters.complain("nat.udp.recvError",
+                                           f"{flow.realHost}:{flow.dstPort}: {e}")
+                else:
+                    self._unreachable(flow, code)
+                continue
+            flow.lastActive = self.reactor.seconds()
+            self._flows.move_to_end(flow.key)
+            self.counters.increment("nat.udp.datagramsIn")
+            self.network.sendUDP(flow.dstIP, flow.dstPort, flow.guestIP, flow.guestPort, data)
+
+    def _unreachable(self, flow, code):
+        """
+        Tell the guest that its flow's destination is unreachable, quoting
+        a datagram of the flow as the error's subject.
+        """
+        self.counters.increment("nat.udp.unreachable")
+        quoted = QuotedPacket(flow.guestIP, flow.dstIP, ipv4.PROTO_UDP,
+                              udp.HEADER.pack(flow.guestPort, flow.dstPort, udp.HEADER_LEN, 0))
+        self.network.sendICMPError(quoted, icmp.DEST_UNREACHABLE, code)
+
+    # -- flow table -----------------------------------------------------------
+
+    def _closeFlow(self, flow):
+        if flow.closed:
+            return
+        flow.closed = True
+        if flow.reader is not None:
+            self.reactor.removeReader(flow.reader)
+            flow.reader = None
+        flow.socket.close()
