@@ -10,6 +10,12 @@ from gvtwisted.services.dhcp import DHCPConfig, DHCPServer, searchDomainsFromRes
 from gvtwisted.stack.counters import Counters
 from gvtwisted.stack.network import VirtualNetwork
 from gvtwisted.stack.switch import Switch
+from gvtwisted.stack.tcpdemux import TCPDemux
+from gvtwisted.services.dns import DNSService, DNSZones, defaultZones
+from gvtwisted.services.nat import NAT
+from gvtwisted.services.nat_icmp import ICMPNAT
+from gvtwisted.services.nat_tcp import TCPNAT
+from gvtwisted.services.nat_udp import UDPNAT
 
 
 class Gvtap:
@@ -24,7 +30,9 @@ class Gvtap:
     """
 
     def __init__(self, reactor, config: NetworkConfig, pcap=None,
-                 resolvConf="/etc/resolv.conf", dns=True, maxMACs=4096):
+                 resolvConf="/etc/resolv.conf", dns=True, maxMACs=4096,
+                 hostLoopback=True, ec2MetadataAccess=False, maxConnections=16384,
+                 dnsUpstreams=None, dnsHosts=None):
         self.reactor = reactor
         self.config = config
         self.counters = Counters(reactor)
@@ -47,6 +55,38 @@ class Gvtap:
         )
         self.network.listenUDP(67, self.dhcp)
         self.network.leaseOwner = self._leaseOwner
+        self.tcp = TCPDemux(reactor, self.network, self.counters, maxConnections)
+        self.network.tcp = self.tcp
+        self.nat = NAT(
+            TCPNAT(reactor, self.network, self.counters, hostLoopback, ec2MetadataAccess),
+            udp=UDPNAT(reactor, self.network, hostLoopback=hostLoopback,
+                       ec2MetadataAccess=ec2MetadataAccess),
+            icmp=ICMPNAT(reactor, self.network, hostLoopback=hostLoopback,
+                         ec2MetadataAccess=ec2MetadataAccess),
+        )
+        self.tcp.nat = self.nat
+        self.network.nat = self.nat
+        self.dns = None
+        if dns:
+            self.dns = DNSService(
+                reactor,
+                DNSZones(defaultZones(gateway, str(config.hostIP))),
+                upstreams=dnsUpstreams or None,
+                resolvConf=resolvConf,
+                hostsFile=dnsHosts,
+                counters=self.counters,
+            )
+            self.network.listenUDP(53, self.dns.udpProtocol, interface=gateway)
+            self.network.listenTCP(53, self.dns.tcpFactory, interface=gateway)
+
+    def stop(self):
+        """
+        Close every host socket and timer the network holds.
+        """
+        if self.dns is not None:
+            self.dns.stop()
+        self.nat.stop()
+        self.network.reassembler.stop()
 
     def _leaseOwner(self, ip):
         return self.dhcp.macFor(ip)

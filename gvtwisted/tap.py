@@ -6,6 +6,8 @@ status 1 (through L{SystemExit}), instead of twistd's full usage text: the user
 needs to see what was wrong, not the whole manual.
 """
 
+import ipaddress
+
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.internet.endpoints import serverFromString
@@ -45,15 +47,33 @@ class Options(usage.Options):
         ["device-mac", None, DEFAULT_DEVICE_MAC, "The MAC address that gets the static lease."],
         ["mtu", None, DEFAULT_MTU, f"The MTU of the virtual network (at most {MAX_MTU})."],
         ["pcap", None, None, "Write every frame that crosses the switch to this pcap file."],
+        ["max-connections", None, 16384, "Cap on TCP connections (NAT and local).", int],
+        ["dns-hosts", None, None, "A hosts-format file of static names served by the DNS."],
     ]
     optFlags = [
         ["debug", None, "Log more."],
+        ["no-dns", None, "Serve no DNS at the gateway (DHCP then offers no DNS server)."],
+        ["no-host-loopback", None, "Refuse the guest's traffic to the host address instead of reaching the host's 127.0.0.1."],
+        ["ec2-metadata-access", None, "Let the guest reach 169.254.0.0/16."],
     ]
 
     def __init__(self):
         usage.Options.__init__(self)
         self["listen"] = []
         self["listen-qemu"] = []
+        self["dns-upstream"] = []
+
+    def opt_dns_upstream(self, address):
+        """
+        Forward DNS queries to ADDR[:PORT] (repeatable; default: the host's
+        /etc/resolv.conf, re-read when it changes).
+        """
+        host, _, port = address.rpartition(":") if address.count(":") == 1 else (address, "", "")
+        try:
+            self["dns-upstream"].append((str(ipaddress.IPv4Address(host or address)),
+                                         int(port) if port else 53))
+        except ValueError:
+            raise SystemExit(f"gvtap: --dns-upstream {address!r} is not ADDR[:PORT]")
 
     def opt_listen(self, endpoint):
         """
@@ -117,6 +137,15 @@ class _PcapService(Service):
         return Service.stopService(self)
 
 
+class _StopGvtap(Service):
+    def __init__(self, gvtap):
+        self.gvtap = gvtap
+
+    def stopService(self):
+        self.gvtap.stop()
+        return Service.stopService(self)
+
+
 class _AnnouncingEndpointService(StreamServerEndpointService):
     """
     Logs one line when the endpoint listens, with the guest command to use.
@@ -151,8 +180,13 @@ def makeService(options, reactor=None):
     if options["pcap"]:
         pcap = PcapWriter(options["pcap"], reactor)
         _PcapService(pcap).setServiceParent(top)
-    gvtap = Gvtap(reactor, options["config"], pcap=pcap)
+    gvtap = Gvtap(reactor, options["config"], pcap=pcap, dns=not options["no-dns"],
+                  hostLoopback=not options["no-host-loopback"],
+                  ec2MetadataAccess=options["ec2-metadata-access"],
+                  maxConnections=options["max-connections"],
+                  dnsUpstreams=options["dns-upstream"], dnsHosts=options["dns-hosts"])
     top.gvtap = gvtap
+    _StopGvtap(gvtap).setServiceParent(top)
     for framing, key in (("connect", "listen"), ("qemu", "listen-qemu")):
         for description in options[key]:
             try:

@@ -1,0 +1,133 @@
+"""
+TCP NAT: the guest's connections to any address become ordinary host sockets.
+
+The real destination is dialled first, while the guest's SYN waits (its
+retransmissions are absorbed by the pending connection, so they never start a
+second dial). On success the handshake with the guest completes and the two
+connections are spliced; on refusal the guest gets RST; when the destination is
+unreachable or the dial times out (30 s), the guest gets ICMP unreachable.
+
+The host address (.254 by default) is the host's 127.0.0.1 unless host loopback
+is turned off; 169.254.0.0/16 (cloud metadata) is refused unless allowed.
+
+Dials in flight have their own cap, apart from the connection cap, and every
+dial has its own timeout: a destination that drops SYNs delays nobody else
+(gvproxy's limit of 10 dials blocked all TCP: gvisor-tap-vsock #676).
+"""
+
+import errno
+import socket
+
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+
+from gvtwisted.services.splice import SpliceSide, splice
+from gvtwisted.wire import icmp, ipv4
+
+LINK_LOCAL = (169 << 24) | (254 << 16)
+
+
+class _HostFactory(Factory):
+    noisy = False
+
+    def __init__(self, side):
+        self.side = side
+
+    def buildProtocol(self, addr):
+        return self.side
+
+
+def natDestination(config, dst: bytes, hostLoopback: bool, ec2MetadataAccess: bool):
+    """
+    Where a guest's packet to C{dst} really goes: a dotted host address, or
+    L{None} when policy refuses it.
+    """
+    if dst == config.hostIPBytes:
+        return "127.0.0.1" if hostLoopback else None
+    value = int.from_bytes(dst, "big")
+    if value & 0xFFFF0000 == LINK_LOCAL and not ec2MetadataAccess:
+        return None
+    if value >> 28 == 14 or value == 0xFFFFFFFF or value >> 24 in (0, 127):
+        return None
+    return socket.inet_ntoa(dst)
+
+
+class TCPNAT:
+    """
+    @ivar dialing: how many dials are in flight.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor, network, counters, hostLoopback=True,
+                 ec2MetadataAccess=False, dialTimeout=30.0, maxDials=512):
+        self.reactor = reactor
+        self.network = network
+        self.counters = counters
+        self.hostLoopback = hostLoopback
+        self.ec2MetadataAccess = ec2MetadataAccess
+        self.dialTimeout = dialTimeout
+        self.maxDials = maxDials
+        self.dialing = 0
+
+    def tcpSyn(self, conn):
+        """
+        A guest opens C{conn} to an address that is not the gateway's.
+        """
+        localIP, localPort = conn.localAddr
+        dst = socket.inet_aton(localIP)
+        target = natDestination(self.network.config, dst, self.hostLoopback,
+                                self.ec2MetadataAccess)
+        if target is None:
+            self.counters.increment("nat.tcp.refusedByPolicy")
+            conn.refuse()
+            return
+        if self.dialing >= self.maxDials:
+            self.counters.complain("nat.tcp.tooManyDials")
+            conn.refuse()
+            return
+        self.dialing += 1
+        self.counters.increment("nat.tcp.dials")
+        guestSide = SpliceSide(self.counters, "nat.tcp.bytesFromGuest")
+        hostSide = SpliceSide(self.counters, "nat.tcp.bytesToGuest")
+        splice(guestSide, hostSide)
+        endpoint = TCP4ClientEndpoint(self.reactor, target, localPort, timeout=self.dialTimeout)
+        d = endpoint.connect(_HostFactory(hostSide))
+
+        def connected(_):
+            self.dialing -= 1
+            self.counters.increment("nat.tcp.connected")
+            conn.setProtocol(guestSide)
+            conn.acceptSyn()
+
+        def failed(reason):
+            self.dialing -= 1
+            if reason.check(ConnectionRefusedError):
+                self.counters.increment("nat.tcp.refused")
+                conn.refuse()
+                return
+            self.counters.increment("nat.tcp.unreachable")
+            code = icmp.HOST_UNREACHABLE
+            err = getattr(reason.value, "osError", None)
+            if err == errno.ENETUNREACH:
+                code = icmp.NET_UNREACHABLE
+            self._unreachable(conn, code)
+
+        d.addCallbacks(connected, failed)
+
+    def _unreachable(self, conn, code):
+        """
+        Tell the guest its SYN cannot be delivered, and drop the connection
+        without a RST (an ICMP error is what a router would send).
+        """
+        localIP, localPort = conn.localAddr
+        remoteIP, remotePort = conn.remoteAddr
+        src, dst = socket.inet_aton(remoteIP), socket.inet_aton(localIP)
+        quoted = ipv4.buildHeader(src, dst, ipv4.PROTO_TCP, 20)
+        firstEight = remotePort.to_bytes(2, "big") + localPort.to_bytes(2, "big") + \
+            conn.peerISN().to_bytes(4, "big")
+        body = icmp.build(icmp.DEST_UNREACHABLE, code, b"\x00\x00\x00\x00" + quoted + firstEight)
+        self.network.sendIPv4(dst, src, ipv4.PROTO_ICMP, body)
+        conn.forget()

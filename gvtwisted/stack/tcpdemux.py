@@ -1,0 +1,272 @@
+"""
+The table of virtual TCP connections, and the reactor-like C{listenTCP} and
+C{connectTCP} on virtual addresses.
+
+Segments from the guest are checked (checksum, header) and handed to the
+connection of their 4-tuple. A SYN for a new 4-tuple becomes a new
+L{TCPConnection}: to a port the gateway listens on, it is accepted at once; to
+any other address it goes to the NAT, which dials the real destination first and
+then accepts or refuses. Anything else that matches no connection is answered
+with RST, as RFC 9293 says for a closed port.
+
+Caps: C{maxConnections} connections in all; past it a SYN is refused (counted).
+"""
+
+import os
+import socket
+from functools import partial
+
+from zope.interface import implementer
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import (
+    CannotListenError, ConnectError, ConnectionRefusedError, TimeoutError,
+)
+from twisted.internet.interfaces import IConnector, IListeningPort
+from twisted.python.failure import Failure
+
+from gvtwisted.stack.tcp import TCPConnection
+from gvtwisted.wire import ipv4
+from gvtwisted.wire import tcp as wiretcp
+
+ANY = b"\x00\x00\x00\x00"
+EPHEMERAL = (32768, 60999)
+
+
+@implementer(IListeningPort)
+class VirtualTCPPort:
+    """
+    A virtual TCP port listening on the gateway side.
+    """
+
+    def __init__(self, demux, key, factory):
+        self._demux = demux
+        self._key = key
+        self.factory = factory
+
+    def startListening(self):
+        self.factory.doStart()
+
+    def stopListening(self):
+        if self._demux._listeners.get(self._key) is self:
+            del self._demux._listeners[self._key]
+            self.factory.doStop()
+
+    def getHost(self):
+        ip, port = self._key
+        return IPv4Address("TCP", socket.inet_ntoa(ip), port)
+
+
+@implementer(IConnector)
+class VirtualConnector:
+    """
+    An active open into the guest, as C{connectTCP} returns it.
+    """
+
+    def __init__(self, demux, conn, factory, destination):
+        self._demux = demux
+        self.conn = conn
+        self.factory = factory
+        self._destination = destination
+
+    def stopConnecting(self):
+        if self.conn.state in ("SYN_SENT", "CLOSED"):
+            self.conn.abortConnection()
+
+    def disconnect(self):
+        self.conn.abortConnection()
+
+    def connect(self):
+        raise NotImplementedError("virtual connectors do not reconnect")
+
+    def getDestination(self):
+        return self._destination
+
+
+class TCPDemux:
+    """
+    @ivar nat: an object with C{tcpSyn(conn)}, or L{None}.
+    """
+
+    def __init__(self, reactor, network, counters, maxConnections=16384):
+        self.reactor = reactor
+        self.network = network
+        self.counters = counters
+        self.maxConnections = maxConnections
+        self.nat = None
+        self.mss = network.config.mtu - 40
+        self._conns = {}
+        self._listeners = {}
+        self._paused = set()
+        self._nextPort = EPHEMERAL[0] + int.from_bytes(os.urandom(2), "big") % (
+            EPHEMERAL[1] - EPHEMERAL[0])
+
+    # -- reactor-like API ----------------------------------------------------
+
+    def listenTCP(self, port, factory, backlog=50, interface=""):
+        key = (socket.inet_aton(interface) if interface else ANY, port)
+        if key in self._listeners:
+            raise CannotListenError(interface, port, "address already in use")
+        listener = VirtualTCPPort(self, key, factory)
+        self._listeners[key] = listener
+        listener.startListening()
+        return listener
+
+    def connectTCP(self, host, port, factory, timeout=30, bindAddress=None):
+        """
+        Open a connection into the guest at C{host}:C{port}. It appears there
+        as coming from C{bindAddress} (C{(ip, port)}; the host address and an
+        ephemeral port by default).
+        """
+        remote = socket.inet_aton(host)
+        if bindAddress is not None and bindAddress[0]:
+            local = socket.inet_aton(bindAddress[0])
+        else:
+            local = self.network.config.hostIPBytes
+        localPort = bindAddress[1] if bindAddress is not None and bindAddress[1] else \
+            self._ephemeral(local, remote, port)
+        key = (remote, port, local, localPort)
+        conn = self._makeConnection(key)
+        destination = IPv4Address("TCP", host, port)
+        connector = VirtualConnector(self, conn, factory, destination)
+        factory.doStart()
+        factory.startedConnecting(connector)
+        protocol = factory.buildProtocol(destination)
+        if protocol is None:
+            self._forget(conn)
+            return connector
+        conn.setProtocol(protocol)
+
+        def failed(reason):
+            if not isinstance(reason, Failure):
+                reason = Failure(reason)
+            factory.clientConnectionFailed(connector, reason)
+            factory.doStop()
+
+        conn.onConnectFailed = failed
+        conn.connect()
+        return connector
+
+    def _ephemeral(self, local, remote, remotePort):
+        low, high = EPHEMERAL
+        for _ in range(high - low):
+            port = self._nextPort
+            self._nextPort = low + (port + 1 - low) % (high - low)
+            if (remote, remotePort, local, port) not in self._conns:
+                return port
+        raise ConnectError(string="no ephemeral port is free")
+
+    # -- segments in -----------------------------------------------------------
+
+    def segmentReceived(self, packet, local):
+        payload = packet.payload
+        if not wiretcp.verifyChecksum(packet.src, packet.dst, payload):
+            self.counters.complain("tcp.checksum")
+            return
+        try:
+            seg = wiretcp.parseSegment(payload)
+        except ValueError as e:
+            self.counters.complain("tcp.malformed", str(e))
+            return
+        key = (packet.src, seg.srcPort, packet.dst, seg.dstPort)
+        conn = self._conns.get(key)
+        if conn is not None:
+            conn.segmentReceived(seg)
+            return
+        flags = seg.flags
+        if flags & wiretcp.RST:
+            return
+        if not flags & wiretcp.SYN or flags & wiretcp.ACK:
+            self._reset(packet, seg)
+            return
+        if len(self._conns) >= self.maxConnections:
+            self.counters.complain("tcp.tooManyConnections")
+            self._reset(packet, seg)
+            return
+        conn = self._makeConnection(key)
+        conn.receiveSyn(seg)
+        if local:
+            listener = self._listeners.get((packet.dst, seg.dstPort)) or \
+                self._listeners.get((ANY, seg.dstPort))
+            protocol = None
+            if listener is not None:
+                protocol = listener.factory.buildProtocol(
+                    IPv4Address("TCP", socket.inet_ntoa(packet.src), seg.srcPort))
+            if protocol is None:
+                self.counters.increment("tcp.refusedLocal")
+                conn.refuse()
+                return
+            conn.setProtocol(protocol)
+            conn.acceptSyn()
+        elif self.nat is not None:
+            self.nat.tcpSyn(conn)
+        else:
+            conn.refuse()
+
+    def _makeConnection(self, key):
+        remote, remotePort, local, localPort = key
+        conn = TCPConnection(
+            self.reactor,
+            localAddr=(socket.inet_ntoa(local), localPort),
+            remoteAddr=(socket.inet_ntoa(remote), remotePort),
+            send=partial(self.network.sendIPv4, local, remote, ipv4.PROTO_TCP),
+            mss=self.mss,
+            onClose=partial(self._closed, key),
+            counters=self.counters,
+        )
+        self._conns[key] = conn
+        self.counters.increment("tcp.connectionsOpened")
+        port = self._portOf(remote)
+        if port is not None and port in self._paused:
+            conn.linkPaused()
+        return conn
+
+    def _closed(self, key, conn):
+        if self._conns.get(key) is conn:
+            del self._conns[key]
+
+    def _forget(self, conn):
+        for key, c in list(self._conns.items()):
+            if c is conn:
+                del self._conns[key]
+
+    def _reset(self, packet, seg):
+        """
+        Answer a segment that belongs to no connection with RST (RFC 9293 3.10.7.1).
+        """
+        self.counters.increment("tcp.resetsSent")
+        if seg.flags & wiretcp.ACK:
+            segment = wiretcp.buildSegment(packet.dst, packet.src, seg.dstPort, seg.srcPort,
+                                           seg.ack, 0, wiretcp.RST, 0)
+        else:
+            length = len(seg.payload) + (1 if seg.flags & wiretcp.SYN else 0) + \
+                (1 if seg.flags & wiretcp.FIN else 0)
+            segment = wiretcp.buildSegment(packet.dst, packet.src, seg.dstPort, seg.srcPort,
+                                           0, (seg.seq + length) & 0xFFFFFFFF,
+                                           wiretcp.RST | wiretcp.ACK, 0)
+        self.network.sendIPv4(packet.dst, packet.src, ipv4.PROTO_TCP, segment)
+
+    def connectionCount(self):
+        return len(self._conns)
+
+    # -- backpressure from links -------------------------------------------
+
+    def _portOf(self, remote):
+        mac = self.network.macFor(remote)
+        return self.network.switch.portFor(mac) if mac is not None else None
+
+    def linkPaused(self, port):
+        self._paused.add(port)
+        for (remote, _, _, _), conn in list(self._conns.items()):
+            if self._portOf(remote) is port:
+                conn.linkPaused()
+
+    def linkResumed(self, port):
+        self._paused.discard(port)
+        for (remote, _, _, _), conn in list(self._conns.items()):
+            if self._portOf(remote) is port:
+                conn.linkResumed()
+
+
+__all__ = ["TCPDemux", "VirtualTCPPort", "VirtualConnector",
+           "ConnectionRefusedError", "TimeoutError"]
