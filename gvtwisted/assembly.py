@@ -15,6 +15,7 @@ from gvtwisted.services.dns import DNSService, DNSZones, defaultZones
 from gvtwisted.services.nat import NAT
 from gvtwisted.services.nat_icmp import ICMPNAT
 from gvtwisted.services.nat_tcp import TCPNAT
+from gvtwisted.services.forwarder import ForwarderManager
 from gvtwisted.services.nat_udp import UDPNAT
 
 
@@ -32,7 +33,7 @@ class Gvtap:
     def __init__(self, reactor, config: NetworkConfig, pcap=None,
                  resolvConf="/etc/resolv.conf", dns=True, maxMACs=4096,
                  hostLoopback=True, ec2MetadataAccess=False, maxConnections=16384,
-                 dnsUpstreams=None, dnsHosts=None):
+                 dnsUpstreams=None, dnsHosts=None, guestAPI=True):
         self.reactor = reactor
         self.config = config
         self.counters = Counters(reactor)
@@ -78,6 +79,15 @@ class Gvtap:
             )
             self.network.listenUDP(53, self.dns.udpProtocol, interface=gateway)
             self.network.listenTCP(53, self.dns.tcpFactory, interface=gateway)
+        # Host ports forwarded into the network, and the guest's own API at
+        # http://GATEWAY:80 (the forwarder routes only) to ask for them.
+        self.forwarder = ForwarderManager(reactor, self.network, self.counters)
+        self.guestAPI = None
+        if guestAPI:
+            from gvtwisted.services.api import makeAPISite
+
+            self.guestAPI = self.network.listenTCP(80, makeAPISite(self, guest=True),
+                                                   interface=gateway)
 
     def stop(self):
         """
@@ -86,6 +96,9 @@ class Gvtap:
         if self.dns is not None:
             self.dns.stop()
         self.nat.stop()
+        self.forwarder.stop()
+        if self.guestAPI is not None:
+            self.guestAPI.stopListening()
         self.network.reassembler.stop()
 
     def _leaseOwner(self, ip):

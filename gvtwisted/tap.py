@@ -20,6 +20,7 @@ from gvtwisted.config import (
 )
 from gvtwisted.link.endpoints import serverEndpointString, unixPath
 from gvtwisted.link.listeners import LinkFactory
+from gvtwisted.services.api import makeAPISite
 
 log = Logger()
 
@@ -34,7 +35,10 @@ class Options(usage.Options):
         "strings (unix:/path, tcp:1024:interface=127.0.0.1, vsock:1024) or gvproxy "
         "URLs (unix:///path, tcp://127.0.0.1:1024, vsock://:1024). "
         "Caps: 4096 MAC table entries (aged after 300 s), "
-        "4096 DHCP leases (static leases not counted), 4096 ARP entries."
+        "4096 DHCP leases (static leases not counted), 4096 ARP entries; "
+        "UDP forwards: 1024 flows each (least recently used evicted), closed after 90 s idle; "
+        "API request bodies: 1 MiB. The control API (docs/api.md) is served on --listen and "
+        "--services endpoints; unix sockets are made with mode 0600."
     )
 
     optParameters = [
@@ -49,6 +53,10 @@ class Options(usage.Options):
         ["pcap", None, None, "Write every frame that crosses the switch to this pcap file."],
         ["max-connections", None, 16384, "Cap on TCP connections (NAT and local).", int],
         ["dns-hosts", None, None, "A hosts-format file of static names served by the DNS."],
+        ["ssh-port", None, 2222, "Forward the host's 127.0.0.1:PORT to the guest's port 22 "
+                                 "(-1: no such forward). A port already taken is logged and skipped.", int],
+        ["services-ca", None, None, "A PEM file of certificate authorities: every ssl: endpoint "
+                                    "then requires a client certificate signed by one of them."],
     ]
     optFlags = [
         ["debug", None, "Log more."],
@@ -62,6 +70,8 @@ class Options(usage.Options):
         self["listen"] = []
         self["listen-qemu"] = []
         self["dns-upstream"] = []
+        self["services"] = []
+        self["forward"] = []
 
     def opt_dns_upstream(self, address):
         """
@@ -82,6 +92,27 @@ class Options(usage.Options):
         """
         self["listen"].append(endpoint)
 
+    def opt_services(self, endpoint):
+        """
+        Serve the control API (no guest links) on ENDPOINT (repeatable; unix
+        sockets get mode 0600; ssl:PORT:privateKey=KEY:certKey=CERT with
+        --services-ca requires client certificates).
+        """
+        self["services"].append(endpoint)
+
+    def opt_forward(self, spec):
+        """
+        Forward a host address into the network: [udp:|unix:]LOCAL=REMOTE,
+        e.g. 127.0.0.1:8080=192.168.127.2:80 or udp:127.0.0.1:5353=192.168.127.2:53
+        (repeatable). One that cannot bind is logged and skipped.
+        """
+        from gvtwisted.services.forwarder import parseForwardOption
+
+        try:
+            self["forward"].append(parseForwardOption(spec))
+        except ValueError as e:
+            raise SystemExit(f"gvtap: {e}")
+
     def opt_listen_qemu(self, endpoint):
         """
         Listen for QEMU -netdev stream/socket connections on ENDPOINT
@@ -99,6 +130,9 @@ class Options(usage.Options):
                 self["listen"].append(f"vsock:{port}")
             self["listen"] = [serverEndpointString(e) for e in self["listen"]]
             self["listen-qemu"] = [serverEndpointString(e) for e in self["listen-qemu"]]
+            self["services"] = [serverEndpointString(e) for e in self["services"]]
+            if self["ssh-port"] != -1 and not 1 <= self["ssh-port"] <= 65535:
+                raise ConfigError(f"--ssh-port {self['ssh-port']} is not -1 or in 1..65535")
             self["config"] = NetworkConfig(
                 subnet=self["subnet"], gatewayIP=self["gateway-ip"],
                 hostIP=self["host-ip"], deviceIP=self["device-ip"],
@@ -187,14 +221,88 @@ def makeService(options, reactor=None):
                   dnsUpstreams=options["dns-upstream"], dnsHosts=options["dns-hosts"])
     top.gvtap = gvtap
     _StopGvtap(gvtap).setServiceParent(top)
+    apiSite = makeAPISite(gvtap)
+    _SiteService(apiSite).setServiceParent(top)
     for framing, key in (("connect", "listen"), ("qemu", "listen-qemu")):
         for description in options[key]:
-            try:
-                endpoint = serverFromString(reactor, description)
-            except (ValueError, KeyError) as e:
-                raise SystemExit(f"gvtap: bad endpoint {description!r}: {e}")
-            factory = LinkFactory(gvtap.network, gvtap.counters, framing)
+            endpoint = _serverEndpoint(reactor, description, options, api=framing == "connect")
+            factory = LinkFactory(gvtap.network, gvtap.counters, framing,
+                                  site=apiSite if framing == "connect" else None)
             service = _AnnouncingEndpointService(endpoint, factory, description, framing)
             service._raiseSynchronously = True
             service.setServiceParent(top)
+    for description in options["services"]:
+        endpoint = _serverEndpoint(reactor, description, options)
+        service = StreamServerEndpointService(endpoint, apiSite)
+        service._raiseSynchronously = True
+        service.setServiceParent(top)
+    forwards = list(options["forward"])
+    if options["ssh-port"] != -1:
+        forwards.insert(0, (f"127.0.0.1:{options['ssh-port']}",
+                            f"{options['config'].deviceIP}:22", "tcp"))
+    _StaticForwards(gvtap.forwarder, forwards).setServiceParent(top)
     return top
+
+
+def _serverEndpoint(reactor, description, options, api=True):
+    """
+    The endpoint for C{description}. When it serves the control API (C{api}),
+    an C{ssl:} one requires client certificates if C{--services-ca} is given
+    (Twisted's own C{ssl:} parser cannot), and a network one without them is
+    worth a warning.
+    """
+    from gvtwisted.services.api_tls import tlsServerEndpoint
+
+    try:
+        if api and description.startswith("ssl:") and options["services-ca"]:
+            return tlsServerEndpoint(reactor, description, options["services-ca"])
+        if api and description.startswith(("ssl:", "tcp:")):
+            log.warn("gvtap: {endpoint} serves the control API without client "
+                     "certificates: anyone who reaches it can forward ports into the "
+                     "network (use unix:, or ssl: with --services-ca)",
+                     endpoint=description.split(":privateKey=")[0])
+        return serverFromString(reactor, description)
+    except (ValueError, KeyError, TypeError, OSError) as e:
+        raise SystemExit(f"gvtap: bad endpoint {description!r}: {e}")
+
+
+class _SiteService(Service):
+    """
+    Starts the API site once for the endpoints that hand it connections
+    themselves (C{--listen}), so that its access log is open.
+    """
+
+    def __init__(self, site):
+        self.site = site
+
+    def startService(self):
+        Service.startService(self)
+        self.site.doStart()
+
+    def stopService(self):
+        self.site.doStop()
+        return Service.stopService(self)
+
+
+class _StaticForwards(Service):
+    """
+    The C{--forward} and C{--ssh-port} forwards. One that cannot bind is one
+    clear log line, not a failed start: a second gvtap on the machine must not
+    die because port 2222 is taken.
+    """
+
+    def __init__(self, forwarder, forwards):
+        self.forwarder = forwarder
+        self.forwards = forwards
+
+    def startService(self):
+        Service.startService(self)
+        for local, remote, protocol in self.forwards:
+            d = self.forwarder.expose(local, remote, protocol)
+            d.addErrback(self._failed, local, remote, protocol)
+
+    def _failed(self, reason, local, remote, protocol):
+        log.error("gvtap: cannot forward {protocol} {local} to {remote}: {reason}; "
+                  "going on without this forward",
+                  protocol=protocol, local=local, remote=remote,
+                  reason=reason.getErrorMessage())

@@ -138,11 +138,29 @@ class TCPDemux:
         conn.setProtocol(protocol)
 
         def failed(reason):
+            if timer.active():
+                timer.cancel()
             if not isinstance(reason, Failure):
                 reason = Failure(reason)
             factory.clientConnectionFailed(connector, reason)
             factory.doStop()
 
+        def timedOut():
+            # The guest never answered: give up sooner than SYN retries would.
+            if conn.state == "SYN_SENT":
+                conn.onConnectFailed = None
+                conn.abortConnection()
+                failed(TimeoutError(string=f"no answer from {host}:{port} in {timeout} s"))
+
+        timer = self.reactor.callLater(timeout, timedOut)
+        originalMade = protocol.makeConnection
+
+        def made(transport):
+            if timer.active():
+                timer.cancel()
+            return originalMade(transport)
+
+        protocol.makeConnection = made
         conn.onConnectFailed = failed
         conn.connect()
         return connector

@@ -155,7 +155,7 @@ class E2EMixin:
         C{(process, socketPath)} once the socket exists.
         """
         sock = os.path.join(self.tempDir, f"{name}.sock")
-        process = Process(self, TWISTD + ["-n", "--pidfile=", "gvtap", "--listen", f"unix:{sock}"]
+        process = Process(self, TWISTD + ["-n", "--pidfile=", "gvtap", "--ssh-port", "-1", "--listen", f"unix:{sock}"]
                           + list(extra), name)
         waitFor(lambda: os.path.exists(sock) or not process.alive(), what="the daemon's socket")
         if not process.alive():

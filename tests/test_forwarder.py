@@ -1,0 +1,602 @@
+"""
+Tests for L{gvtwisted.services.forwarder}: host ports forwarded into the
+guest.
+
+Most tests drive L{ForwarderManager} with a memory reactor (host sockets that
+record what they were asked) and a fake network (virtual connections and ports
+that record what they were asked), so every step of a forward can be checked
+without a guest. The unix-socket and bind-failure tests use real sockets, on
+paths in the test's own directory and on 127.0.0.1 only.
+"""
+
+import errno
+import os
+import socket
+import stat
+
+from zope.interface import implementer
+
+from twisted.internet import reactor
+from twisted.internet.address import IPv4Address, UNIXAddress
+from twisted.internet.error import CannotListenError, ConnectionRefusedError
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from gvtwisted.config import NetworkConfig
+from gvtwisted.services.forwarder import (
+    MAX_UDP_FLOWS, ForwardError, ForwarderManager, ForwardSpecError,
+    parseForwardOption, parseHostPort, parseRemote,
+)
+from gvtwisted.stack.counters import Counters
+
+
+@implementer(IListeningPort)
+class RecordingPort:
+    """
+    A listening port that remembers whether it was closed.
+    """
+
+    def __init__(self, kind, port, factory, interface):
+        self.kind = kind
+        self.port = port
+        self.factory = factory
+        self.interface = interface
+        self.listening = True
+
+    def stopListening(self):
+        self.listening = False
+
+    def getHost(self):
+        return IPv4Address(self.kind, self.interface or "0.0.0.0", self.port)
+
+
+class ForwardReactor(MemoryReactorClock):
+    """
+    A memory reactor whose listening calls return L{RecordingPort}s, or raise
+    a L{CannotListenError} with the reason in C{refuse} (for the kinds of
+    socket in C{refuseKinds}).
+    """
+
+    def __init__(self):
+        MemoryReactorClock.__init__(self)
+        self.ports = []
+        self.refuse = None
+        self.refuseKinds = ("TCP", "UDP", "UNIX")
+
+    def _listen(self, kind, port, factory, interface):
+        if self.refuse is not None and kind in self.refuseKinds:
+            raise CannotListenError(interface, port, self.refuse)
+        p = RecordingPort(kind, port, factory, interface)
+        self.ports.append(p)
+        if kind == "UDP":
+            factory.makeConnection(FakeHostUDP())
+        return p
+
+    def listenTCP(self, port, factory, backlog=50, interface=""):
+        return self._listen("TCP", port, factory, interface)
+
+    def listenUDP(self, port, protocol, interface="", maxPacketSize=8192):
+        return self._listen("UDP", port, protocol, interface)
+
+    def listenUNIX(self, address, factory, backlog=50, mode=0o666, wantPID=0):
+        p = self._listen("UNIX", address, factory, "")
+        p.mode = mode
+        return p
+
+
+class FakeHostUDP:
+    """
+    The host UDP socket of a forward: records what it sends to clients.
+    """
+
+    def __init__(self):
+        self.sent = []
+
+    def write(self, data, addr):
+        self.sent.append((data, addr))
+
+
+class FakeConnector:
+    def __init__(self):
+        self.stopped = False
+
+    def stopConnecting(self):
+        self.stopped = True
+
+
+class FakeVirtualUDPPort:
+    def __init__(self, network, port, protocol, interface):
+        self.network = network
+        self.port = port
+        self.protocol = protocol
+        self.interface = interface
+        self.sent = []
+        self.listening = True
+        protocol.makeConnection(self)
+
+    def write(self, data, addr):
+        self.sent.append((data, addr))
+
+    def stopListening(self):
+        self.listening = False
+        del self.network.udpPorts[(self.interface, self.port)]
+
+
+class FakeNetwork:
+    """
+    The part of L{VirtualNetwork} a forward uses: C{connectTCP} and
+    C{listenUDP}, recorded.
+    """
+
+    def __init__(self):
+        self.config = NetworkConfig()
+        self.connects = []
+        self.udpPorts = {}
+
+    def connectTCP(self, host, port, factory, timeout=30, bindAddress=None):
+        connector = FakeConnector()
+        self.connects.append((host, port, factory, bindAddress, connector))
+        return connector
+
+    def listenUDP(self, port, protocol, interface="", maxPacketSize=8192):
+        if (interface, port) in self.udpPorts:
+            raise CannotListenError(interface, port, "address already in use")
+        p = FakeVirtualUDPPort(self, port, protocol, interface)
+        self.udpPorts[(interface, port)] = p
+        return p
+
+
+class ParseTests(SynchronousTestCase):
+    """
+    Addresses of forwards as gvproxy's API and C{--forward} give them.
+    """
+
+    def test_hostPort(self):
+        """
+        HOST:PORT, :PORT and [V6]:PORT split into host and port.
+        """
+        self.assertEqual(parseHostPort("127.0.0.1:8080", "local"), ("127.0.0.1", 8080))
+        self.assertEqual(parseHostPort(":8080", "local"), ("", 8080))
+        self.assertEqual(parseHostPort("[::1]:22", "local"), ("::1", 22))
+
+    def test_hostPortErrors(self):
+        """
+        A missing or out-of-range port, or an unbracketed IPv6 address, is an
+        error that names the field.
+        """
+        for bad in ("127.0.0.1", "127.0.0.1:", "127.0.0.1:0", "127.0.0.1:65536",
+                    "127.0.0.1:http", "::1:22", "1.2.3.4:+80"):
+            e = self.assertRaises(ForwardSpecError, parseHostPort, bad, "local")
+            self.assertTrue(str(e).startswith("local: "), str(e))
+
+    def test_remote(self):
+        """
+        A remote is IPv4:PORT; a unix forward also takes gvproxy's tcp:// URL.
+        """
+        self.assertEqual(parseRemote("192.168.127.2:80", "tcp"), ("192.168.127.2", 80))
+        self.assertEqual(parseRemote("tcp://192.168.127.2:80", "unix"), ("192.168.127.2", 80))
+
+    def test_remoteErrors(self):
+        """
+        A host name, a URL on a tcp forward, or no port is a spec error naming
+        C{remote}; an ssh-tunnel URL is a forward error (not implemented).
+        """
+        for bad, protocol in (("guest:80", "tcp"), ("tcp://192.168.127.2:80", "tcp"),
+                              ("192.168.127.2", "udp")):
+            e = self.assertRaises(ForwardSpecError, parseRemote, bad, protocol)
+            self.assertTrue(str(e).startswith("remote: "), str(e))
+        e = self.assertRaises(ForwardError, parseRemote, "ssh-tunnel://core@192.168.127.2:22/x", "unix")
+        self.assertIn("not implemented: ssh-tunnel", str(e))
+
+    def test_forwardOption(self):
+        """
+        C{--forward [udp:|unix:]LOCAL=REMOTE} gives (local, remote, protocol).
+        """
+        self.assertEqual(parseForwardOption("127.0.0.1:8080=192.168.127.2:80"),
+                         ("127.0.0.1:8080", "192.168.127.2:80", "tcp"))
+        self.assertEqual(parseForwardOption("udp:127.0.0.1:5353=192.168.127.2:53"),
+                         ("127.0.0.1:5353", "192.168.127.2:53", "udp"))
+        self.assertEqual(parseForwardOption("unix:/run/a=b.sock=192.168.127.2:22"),
+                         ("/run/a=b.sock", "192.168.127.2:22", "unix"))
+
+    def test_forwardOptionErrors(self):
+        """
+        A value without C{=}, with a bad local or a bad remote is refused.
+        """
+        for bad in ("127.0.0.1:8080", "127.0.0.1=192.168.127.2:80",
+                    "127.0.0.1:8080=guest:80", "=192.168.127.2:80"):
+            self.assertRaises(ForwardSpecError, parseForwardOption, bad)
+
+
+class ManagerTests(SynchronousTestCase):
+    """
+    Expose, unexpose and list, as the API's forwarder routes use them.
+    """
+
+    def setUp(self):
+        self.reactor = ForwardReactor()
+        self.network = FakeNetwork()
+        self.counters = Counters()
+        self.manager = ForwarderManager(self.reactor, self.network, self.counters)
+
+    def test_exposeTCP(self):
+        """
+        A tcp expose listens on the local host and port and is listed.
+        """
+        self.successResultOf(self.manager.expose("127.0.0.1:8080", "192.168.127.2:80", "tcp"))
+        [port] = self.reactor.ports
+        self.assertEqual((port.kind, port.port, port.interface), ("TCP", 8080, "127.0.0.1"))
+        self.assertEqual(self.manager.all(), [
+            {"local": "127.0.0.1:8080", "remote": "192.168.127.2:80", "protocol": "tcp"}])
+
+    def test_exposeAllInterfaces(self):
+        """
+        A local of C{":PORT"} listens on every interface, as Go's C{net.Listen}.
+        """
+        self.successResultOf(self.manager.expose(":8080", "192.168.127.2:80"))
+        self.assertEqual(self.reactor.ports[0].interface, "")
+
+    def test_duplicate(self):
+        """
+        The same local and protocol again is C{proxy already running}; the
+        same local with another protocol is another forward.
+        """
+        self.successResultOf(self.manager.expose("127.0.0.1:8080", "192.168.127.2:80", "tcp"))
+        f = self.failureResultOf(self.manager.expose("127.0.0.1:8080", "192.168.127.2:81", "tcp"),
+                                 ForwardError)
+        self.assertEqual(f.getErrorMessage(), "proxy already running")
+        self.successResultOf(self.manager.expose("127.0.0.1:8080", "192.168.127.2:80", "udp"))
+        self.assertEqual(len(self.reactor.ports), 2)
+
+    def test_bindFailure(self):
+        """
+        A local that cannot listen fails with the operating system's reason,
+        and nothing is listed.
+        """
+        self.reactor.refuse = OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE))
+        f = self.failureResultOf(self.manager.expose("127.0.0.1:2222", "192.168.127.2:22"),
+                                 ForwardError)
+        self.assertEqual(f.getErrorMessage(), "listen tcp 127.0.0.1:2222: Address already in use")
+        self.assertEqual(self.manager.all(), [])
+
+    def test_badSpec(self):
+        """
+        A bad protocol, local or remote fails with a spec error naming it.
+        """
+        for args, field in ((("127.0.0.1:1", "192.168.127.2:1", "sctp"), "protocol"),
+                            (("127.0.0.1", "192.168.127.2:1", "tcp"), "local"),
+                            (("", "192.168.127.2:1", "tcp"), "local"),
+                            (("127.0.0.1:1", "x:1", "tcp"), "remote")):
+            f = self.failureResultOf(self.manager.expose(*args), ForwardSpecError)
+            self.assertTrue(f.getErrorMessage().startswith(field + ": "), f.getErrorMessage())
+        self.assertEqual(self.reactor.ports, [])
+
+    def test_unexpose(self):
+        """
+        Unexpose closes the host socket and forgets the forward; a second
+        unexpose is C{proxy not found}.
+        """
+        self.successResultOf(self.manager.expose("127.0.0.1:8080", "192.168.127.2:80"))
+        self.successResultOf(self.manager.unexpose("127.0.0.1:8080", "tcp"))
+        self.assertFalse(self.reactor.ports[0].listening)
+        self.assertEqual(self.manager.all(), [])
+        f = self.failureResultOf(self.manager.unexpose("127.0.0.1:8080", "tcp"), ForwardError)
+        self.assertEqual(f.getErrorMessage(), "proxy not found")
+
+    def test_unexposeOtherProtocol(self):
+        """
+        Unexpose matches the protocol too: a udp unexpose leaves the tcp
+        forward of the same local alone.
+        """
+        self.successResultOf(self.manager.expose("127.0.0.1:8080", "192.168.127.2:80"))
+        self.failureResultOf(self.manager.unexpose("127.0.0.1:8080", "udp"), ForwardError)
+        self.assertTrue(self.reactor.ports[0].listening)
+
+    def test_allSorted(self):
+        """
+        The list is sorted by local, then protocol.
+        """
+        for local, protocol in (("127.0.0.1:9", "udp"), ("127.0.0.1:10", "tcp"),
+                                ("127.0.0.1:9", "tcp")):
+            self.successResultOf(self.manager.expose(local, "192.168.127.2:1", protocol))
+        self.assertEqual([(f["local"], f["protocol"]) for f in self.manager.all()],
+                         [("127.0.0.1:10", "tcp"), ("127.0.0.1:9", "tcp"), ("127.0.0.1:9", "udp")])
+
+    def test_stop(self):
+        """
+        Stop closes every forward's socket.
+        """
+        self.successResultOf(self.manager.expose("127.0.0.1:8080", "192.168.127.2:80"))
+        self.successResultOf(self.manager.expose("127.0.0.1:8080", "192.168.127.2:80", "udp"))
+        self.successResultOf(self.manager.stop())
+        self.assertEqual([p.listening for p in self.reactor.ports], [False, False])
+        self.assertEqual(self.manager.all(), [])
+
+
+class TCPForwardTests(SynchronousTestCase):
+    """
+    Each host connection of a TCP forward becomes a virtual connection into
+    the guest, spliced to it.
+    """
+
+    def setUp(self):
+        self.reactor = ForwardReactor()
+        self.network = FakeNetwork()
+        self.counters = Counters()
+        self.manager = ForwarderManager(self.reactor, self.network, self.counters)
+        self.successResultOf(self.manager.expose("127.0.0.1:8080", "192.168.127.2:80"))
+        self.factory = self.reactor.ports[0].factory
+
+    def accept(self, host="127.0.0.1"):
+        """
+        A host client from C{host} connects: return its protocol and transport.
+        """
+        protocol = self.factory.buildProtocol(IPv4Address("TCP", host, 40000))
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def guestConnects(self):
+        """
+        The guest accepts the latest virtual connection: return its transport.
+        """
+        host, port, factory, bindAddress, connector = self.network.connects[-1]
+        guestSide = factory.buildProtocol(IPv4Address("TCP", host, port))
+        transport = StringTransport()
+        guestSide.makeConnection(transport)
+        return transport
+
+    def test_dialsRemote(self):
+        """
+        A connection dials the remote address inside the network.
+        """
+        self.accept()
+        host, port, _, _, _ = self.network.connects[0]
+        self.assertEqual((host, port), ("192.168.127.2", 80))
+
+    def test_loopbackClientFromHostAddress(self):
+        """
+        A client on the host's loopback shows the guest the host address
+        (no bind address: the network's default).
+        """
+        self.accept("127.0.0.1")
+        self.assertIsNone(self.network.connects[0][3])
+
+    def test_realClientAddress(self):
+        """
+        A client from another machine shows the guest its own address.
+        """
+        self.accept("10.203.0.2")
+        self.assertEqual(self.network.connects[0][3], ("10.203.0.2", 0))
+
+    def test_subnetClientFromHostAddress(self):
+        """
+        A client whose address lies inside the virtual subnet would confuse
+        the guest's routing: it shows the host address instead.
+        """
+        self.accept("192.168.127.77")
+        self.assertIsNone(self.network.connects[0][3])
+
+    def test_bytesBothWays(self):
+        """
+        Once the guest accepts, bytes flow both ways; bytes the client sent
+        before are delivered first.
+        """
+        hostSide, hostTransport = self.accept()
+        self.assertEqual(hostTransport.producerState, "paused")
+        hostSide.dataReceived(b"early ")
+        guestTransport = self.guestConnects()
+        self.assertEqual(hostTransport.producerState, "producing")
+        hostSide.dataReceived(b"hello")
+        self.assertEqual(guestTransport.value(), b"early hello")
+        self.network.connects[0][2].guestSide.dataReceived(b"world")
+        self.assertEqual(hostTransport.value(), b"world")
+
+    def test_guestRefuses(self):
+        """
+        When the guest refuses, the host connection is closed.
+        """
+        hostSide, hostTransport = self.accept()
+        _, _, factory, _, connector = self.network.connects[0]
+        factory.clientConnectionFailed(connector, Failure(ConnectionRefusedError()))
+        self.assertTrue(hostTransport.disconnecting)
+        self.assertEqual(self.counters.get("forward.tcp.guestRefused"), 1)
+
+    def test_clientLeavesFirst(self):
+        """
+        When the host client leaves before the guest answers, the dial stops;
+        a late answer is aborted.
+        """
+        hostSide, hostTransport = self.accept()
+        hostSide.connectionLost(Failure(ConnectionRefusedError()))
+        self.assertTrue(self.network.connects[0][4].stopped)
+        guestTransport = self.guestConnects()
+        self.assertTrue(guestTransport.disconnecting)
+
+    def test_unixClient(self):
+        """
+        A unix-socket client has no IP: the guest sees the host address.
+        """
+        self.factory.buildProtocol(UNIXAddress(None)).makeConnection(StringTransport())
+        self.assertIsNone(self.network.connects[0][3])
+
+
+class UDPForwardTests(SynchronousTestCase):
+    """
+    A UDP forward keeps one flow per client, each on its own virtual port.
+    """
+
+    def setUp(self):
+        self.reactor = ForwardReactor()
+        self.network = FakeNetwork()
+        self.counters = Counters()
+        self.manager = ForwarderManager(self.reactor, self.network, self.counters,
+                                        maxUDPFlows=2)
+        self.successResultOf(self.manager.expose("127.0.0.1:5353", "192.168.127.2:53", "udp"))
+        self.forward = self.reactor.ports[0].factory
+        self.host = self.forward.transport
+
+    def test_flowPerClient(self):
+        """
+        Two clients get two virtual ports; each datagram goes to the remote.
+        """
+        self.forward.datagramReceived(b"a", ("127.0.0.1", 1000))
+        self.forward.datagramReceived(b"b", ("127.0.0.1", 1001))
+        self.forward.datagramReceived(b"c", ("127.0.0.1", 1000))
+        ports = list(self.network.udpPorts.values())
+        self.assertEqual(len(ports), 2)
+        self.assertEqual(sorted(p.sent for p in ports), [
+            [(b"a", ("192.168.127.2", 53)), (b"c", ("192.168.127.2", 53))],
+            [(b"b", ("192.168.127.2", 53))]])
+
+    def test_sourceAddress(self):
+        """
+        A loopback client's flow is bound on the host address; a real
+        client's on its own address.
+        """
+        self.forward.datagramReceived(b"a", ("127.0.0.1", 1000))
+        self.forward.datagramReceived(b"b", ("10.203.0.2", 1000))
+        self.assertEqual(sorted(i for i, _ in self.network.udpPorts),
+                         ["10.203.0.2", "192.168.127.254"])
+
+    def test_reply(self):
+        """
+        A reply from the remote goes back to the flow's client; a datagram
+        from any other address is dropped.
+        """
+        self.forward.datagramReceived(b"q", ("127.0.0.1", 1000))
+        [port] = self.network.udpPorts.values()
+        port.protocol.datagramReceived(b"answer", ("192.168.127.2", 53))
+        port.protocol.datagramReceived(b"stray", ("192.168.127.3", 53))
+        self.assertEqual(self.host.sent, [(b"answer", ("127.0.0.1", 1000))])
+        self.assertEqual(self.counters.get("drop.forward.udp.strayReply"), 1)
+
+    def test_idleTimeout(self):
+        """
+        A flow idle for 90 s is closed and its virtual port freed; a flow that
+        keeps talking stays.
+        """
+        self.forward.datagramReceived(b"a", ("127.0.0.1", 1000))
+        self.forward.datagramReceived(b"b", ("127.0.0.1", 1001))
+        for _ in range(9):
+            self.reactor.advance(10)
+            self.forward.datagramReceived(b"b", ("127.0.0.1", 1001))
+        self.reactor.advance(10)
+        self.assertEqual(list(self.forward.flows), [("127.0.0.1", 1001)])
+        self.assertEqual(len(self.network.udpPorts), 1)
+
+    def test_cap(self):
+        """
+        Past the cap, the least recently used flow is closed for the new one.
+        """
+        self.forward.datagramReceived(b"a", ("127.0.0.1", 1000))
+        self.forward.datagramReceived(b"b", ("127.0.0.1", 1001))
+        self.forward.datagramReceived(b"a", ("127.0.0.1", 1000))
+        self.forward.datagramReceived(b"c", ("127.0.0.1", 1002))
+        self.assertEqual(sorted(self.forward.flows), [("127.0.0.1", 1000), ("127.0.0.1", 1002)])
+        self.assertEqual(len(self.network.udpPorts), 2)
+        self.assertEqual(self.counters.get("forward.udp.flowsEvicted"), 1)
+
+    def test_defaultCap(self):
+        """
+        The default cap is stated, and bounded.
+        """
+        self.assertEqual(MAX_UDP_FLOWS, 1024)
+
+    def test_unexposeClosesFlows(self):
+        """
+        Unexpose closes the flows' virtual ports with the host socket.
+        """
+        self.forward.datagramReceived(b"a", ("127.0.0.1", 1000))
+        [port] = self.network.udpPorts.values()
+        self.successResultOf(self.manager.unexpose("127.0.0.1:5353", "udp"))
+        self.assertFalse(port.listening)
+        self.assertEqual(self.network.udpPorts, {})
+
+
+class RealSocketTests(TestCase):
+    """
+    Forwards on real host sockets: unix socket files and bind failures.
+    """
+
+    def setUp(self):
+        self.manager = ForwarderManager(reactor, FakeNetwork(), Counters())
+        self.addCleanup(self.manager.stop)
+        self.dir = self.mktemp()
+        os.makedirs(self.dir)
+
+    def test_unixMode(self):
+        """
+        A unix forward's socket has mode 0600 even with umask 0, and
+        unexpose removes it.
+        """
+        path = os.path.join(self.dir, "fwd.sock")
+        old = os.umask(0)
+        try:
+            self.successResultOf(self.manager.expose(path, "192.168.127.2:22", "unix"))
+        finally:
+            os.umask(old)
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
+        self.assertEqual(self.manager.all()[0]["protocol"], "unix")
+        d = self.manager.unexpose(path, "unix")
+        d.addCallback(lambda _: self.assertFalse(os.path.exists(path)))
+        return d
+
+    def test_unixStaleSocket(self):
+        """
+        A socket file nobody listens on (left by a dead process) is replaced.
+        """
+        path = os.path.join(self.dir, "stale.sock")
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(path)
+        s.close()
+        self.successResultOf(self.manager.expose(path, "192.168.127.2:22", "unix"))
+
+    def test_unixLiveSocket(self):
+        """
+        A socket someone listens on, or a regular file, is not touched.
+        """
+        path = os.path.join(self.dir, "live.sock")
+        s = socket.socket(socket.AF_UNIX)
+        self.addCleanup(s.close)
+        s.bind(path)
+        s.listen(1)
+        f = self.failureResultOf(self.manager.expose(path, "192.168.127.2:22", "unix"), ForwardError)
+        self.assertIn("Address already in use", f.getErrorMessage())
+        plain = os.path.join(self.dir, "file")
+        open(plain, "w").close()
+        self.failureResultOf(self.manager.expose(plain, "192.168.127.2:22", "unix"), ForwardError)
+        self.assertTrue(os.path.isfile(plain))
+
+    def test_portTaken(self):
+        """
+        A TCP port already taken fails with the operating system's words.
+        """
+        s = socket.socket()
+        self.addCleanup(s.close)
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        local = f"127.0.0.1:{s.getsockname()[1]}"
+        f = self.failureResultOf(self.manager.expose(local, "192.168.127.2:80"), ForwardError)
+        self.assertEqual(f.getErrorMessage(), f"listen tcp {local}: Address already in use")
+
+    def test_unexposeRefusesLater(self):
+        """
+        After unexpose a connection to the local port is refused.
+        """
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        local = f"127.0.0.1:{port}"
+        self.successResultOf(self.manager.expose(local, "192.168.127.2:80"))
+        d = self.manager.unexpose(local)
+
+        def check(_):
+            c = socket.socket()
+            self.addCleanup(c.close)
+            self.assertEqual(c.connect_ex(("127.0.0.1", port)), errno.ECONNREFUSED)
+
+        return d.addCallback(check)
