@@ -127,7 +127,8 @@ class TCPNAT:
         src, dst = socket.inet_aton(remoteIP), socket.inet_aton(localIP)
         quoted = ipv4.buildHeader(src, dst, ipv4.PROTO_TCP, 20)
         firstEight = remotePort.to_bytes(2, "big") + localPort.to_bytes(2, "big") + \
-            conn.peerISN().to_bytes(4, "big")
+            (conn.irs or 0).to_bytes(4, "big")
         body = icmp.build(icmp.DEST_UNREACHABLE, code, b"\x00\x00\x00\x00" + quoted + firstEight)
         self.network.sendIPv4(dst, src, ipv4.PROTO_ICMP, body)
-        conn.forget()
+        # A connection still waiting to answer the SYN closes without a RST.
+        conn.abortConnection()

@@ -64,36 +64,6 @@ sys.exit(1 if failed else 0)
 """
 
 
-def natWiring():
-    """
-    What the daemon's assembly wires, as a dict with C{"udp"}, C{"icmp"}
-    and C{"reassembly"} true or false. Built with a memory reactor, so
-    nothing is opened. If the assembly cannot be built that way, assume
-    everything is wired and let the tests tell.
-    """
-    everything = {"udp": True, "icmp": True, "reassembly": True}
-    try:
-        from twisted.internet.testing import MemoryReactorClock
-
-        from gvtwisted.assembly import Gvtap
-        from gvtwisted.config import NetworkConfig
-
-        gvtap = Gvtap(MemoryReactorClock(), NetworkConfig(), resolvConf=os.devnull)
-    except Exception:
-        return everything
-    network = gvtap.network
-    nat = network.nat
-    if nat is None:
-        return dict.fromkeys(everything, False)
-    # The lead's dispatcher holds the per-protocol NATs as attributes (None
-    # until wired); any other object with the methods is taken as wired.
-    return {
-        "udp": hasattr(nat, "udpReceived") and getattr(nat, "udp", True) is not None,
-        "icmp": hasattr(nat, "icmpReceived") and getattr(nat, "icmp", True) is not None,
-        "reassembly": getattr(network, "reassembler", None) is not None,
-    }
-
-
 def freeSubnet():
     """
     The third byte of a 10.255.X.0/24 that no route or address on the host
@@ -115,32 +85,17 @@ class NATTests(E2EMixin, SynchronousTestCase):
 
     if SKIP:
         skip = SKIP
-    else:
-        wired = natWiring()
-        if not (wired["udp"] or wired["icmp"]):
-            skip = "NAT not wired yet"
 
-    def startNetwork(self, *parts):
+    def startNetwork(self):
         """
-        Skip unless C{parts} are wired; start the daemon and a guest with
-        its static address and default route.
+        Start the daemon and a guest with its static address and default
+        route.
         """
-        self.require(*parts)
         self.daemon, sock = self.startDaemon()
         self.guest = Namespace(self)
         self.startGuest(self.guest, sock)
         self.guest.run("ip", "addr", "add", f"{GUEST}/24", "dev", "tap0")
         self.guest.run("ip", "route", "add", "default", "via", "192.168.127.1")
-
-    def require(self, *parts):
-        """
-        Skip unless the assembly wires each of C{parts} ("udp", "icmp",
-        "reassembly").
-        """
-        for part in parts:
-            if not self.wired[part]:
-                self.skipTest(f"{part} NAT not wired yet" if part != "reassembly"
-                              else "IPv4 reassembly not wired yet")
 
     def echoServer(self, address, namespace=None, name="echo"):
         """
@@ -195,7 +150,7 @@ class NATTests(E2EMixin, SynchronousTestCase):
         UDP to 192.168.127.254 reaches an echo server on the host's
         127.0.0.1, and datagrams of 1 and 1400 bytes come back intact.
         """
-        self.startNetwork("udp")
+        self.startNetwork()
         port = self.echoServer("127.0.0.1")
         self.udpEcho(HOST, port, [1, 1400])
         self.assertTrue(self.daemon.alive())
@@ -206,7 +161,7 @@ class NATTests(E2EMixin, SynchronousTestCase):
         reassembled, echoed by the host, and fragmented back to the guest,
         intact both ways.
         """
-        self.startNetwork("udp", "reassembly")
+        self.startNetwork()
         port = self.echoServer("127.0.0.1")
         self.udpEcho(HOST, port, [8000, 1, 1400])
 
@@ -215,7 +170,7 @@ class NATTests(E2EMixin, SynchronousTestCase):
         UDP to a closed host port fails in the guest with "connection
         refused": the host's port unreachable travelled back as ICMP.
         """
-        self.startNetwork("udp")
+        self.startNetwork()
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]
@@ -239,7 +194,7 @@ class NATTests(E2EMixin, SynchronousTestCase):
         C{ping -c3 192.168.127.254} gets three real replies (the host's
         127.0.0.1 answering).
         """
-        self.startNetwork("icmp")
+        self.startNetwork()
         ping = self.guest.run("ping", "-c3", "-i", "0.2", "-W", "2", HOST)
         self.assertIn("3 received", ping.stdout)
 
@@ -247,7 +202,7 @@ class NATTests(E2EMixin, SynchronousTestCase):
         """
         A 4000-byte ping, fragmented both ways, gets its replies.
         """
-        self.startNetwork("icmp", "reassembly")
+        self.startNetwork()
         ping = self.guest.run("ping", "-c2", "-i", "0.2", "-W", "2", "-s", "4000", HOST,
                               check=False)
         self.assertIn("2 received", ping.stdout, ping.stdout + ping.stderr)
@@ -258,7 +213,7 @@ class NATTests(E2EMixin, SynchronousTestCase):
         echo and ping to it work through the NAT, and a ping to an address
         of its subnet that nobody holds gets no reply at all.
         """
-        self.startNetwork("udp", "icmp")
+        self.startNetwork()
         inet, prefix = self.internet()
         port = self.echoServer("0.0.0.0", namespace=inet, name="inetecho")
         self.udpEcho(prefix + "2", port, [1, 1400])
@@ -270,3 +225,27 @@ class NATTests(E2EMixin, SynchronousTestCase):
         self.assertIn(" 0 received", silent.stdout)
         self.assertNotIn("bytes from", silent.stdout)
         self.assertTrue(self.daemon.alive())
+
+    def test_internetTCP(self):
+        """
+        TCP to the "internet" namespace works through the NAT (an HTTP GET
+        gets the file), and a TCP connection to an address there that nobody
+        holds fails with "no route to host" from the NAT's ICMP error, not
+        with a silent hang.
+        """
+        self.startNetwork()
+        inet, prefix = self.internet()
+        root = os.path.join(self.tempDir, "www")
+        os.makedirs(root)
+        with open(os.path.join(root, "hello.txt"), "w") as f:
+            f.write("hello from the internet namespace\n")
+        web = Process(self, inet.exec(sys.executable, "-m", "http.server", "--bind",
+                                      prefix + "2", "--directory", root, "8080"), "inetweb")
+        waitFor(lambda: "Serving HTTP" in web.output() or not web.alive(), what="http.server")
+        got = self.guest.run("curl", "-sS", "--max-time", "20",
+                             f"http://{prefix}2:8080/hello.txt", timeout=30)
+        self.assertEqual(got.stdout, "hello from the internet namespace\n")
+        nobody = self.guest.run(sys.executable, "-c",
+                                "import socket; socket.create_connection("
+                                f"('{prefix}3', 8080), timeout=40)", timeout=60, check=False)
+        self.assertIn("OSError: [Errno 113] No route to host", nobody.stderr)
