@@ -63,7 +63,7 @@ class Options(usage.Options):
                                     "then requires a client certificate signed by one of them."],
     ]
     optFlags = [
-        ["debug", None, "Log more."],
+        ["debug", None, "Log every dropped frame and bad input (normally at most one line per reason every 10 s)."],
         ["no-dns", None, "Serve no DNS at the gateway (DHCP then offers no DNS server)."],
         ["no-host-loopback", None, "Refuse the guest's traffic to the host address instead of reaching the host's 127.0.0.1."],
         ["ec2-metadata-access", None, "Let the guest reach 169.254.0.0/16."],
@@ -224,6 +224,8 @@ def makeService(options, reactor=None):
                   maxConnections=options["max-connections"],
                   dnsUpstreams=options["dns-upstream"], dnsHosts=options["dns-hosts"])
     top.gvtap = gvtap
+    if options["debug"]:
+        gvtap.counters.logInterval = 0.0
     _StopGvtap(gvtap).setServiceParent(top)
     apiSite = makeAPISite(gvtap)
     _SiteService(apiSite).setServiceParent(top)

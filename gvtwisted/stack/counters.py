@@ -28,7 +28,7 @@ class Counters:
     def __init__(self, clock=None, logInterval: float = 10.0):
         self.values = defaultdict(int)
         self._clock = clock
-        self._logInterval = logInterval
+        self.logInterval = logInterval
         self._lastLogged = {}
 
     def increment(self, name: str, amount: int = 1):
@@ -52,7 +52,7 @@ class Counters:
         self.values[name] += 1
         now = self._clock.seconds() if self._clock is not None else None
         last = self._lastLogged.get(reason)
-        if last is None or (now is not None and now - last >= self._logInterval):
+        if last is None or (now is not None and now - last >= self.logInterval):
             self._lastLogged[reason] = now if now is not None else 0.0
             self.log.warn(
                 "dropped: {reason} {detail} (seen {count} times)",
