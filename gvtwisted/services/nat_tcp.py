@@ -95,15 +95,33 @@ class TCPNAT:
         splice(guestSide, hostSide)
         endpoint = TCP4ClientEndpoint(self.reactor, target, localPort, timeout=self.dialTimeout)
         d = endpoint.connect(_HostFactory(hostSide))
+        abandoned = []
+
+        def guestGone(reason):
+            # The guest reset or stopped answering before the handshake
+            # completed: the host connection, made or still dialling, goes too.
+            abandoned.append(True)
+            if hostSide.transport is not None:
+                hostSide.transport.abortConnection()
+            elif not d.called:
+                d.cancel()
+
+        conn.onConnectFailed = guestGone
 
         def connected(_):
             self.dialing -= 1
+            if abandoned:
+                self.counters.increment("nat.tcp.abandonedByGuest")
+                hostSide.transport.abortConnection()
+                return
             self.counters.increment("nat.tcp.connected")
             conn.setProtocol(guestSide)
             conn.acceptSyn()
 
         def failed(reason):
             self.dialing -= 1
+            if abandoned:
+                return
             if reason.check(ConnectionRefusedError):
                 self.counters.increment("nat.tcp.refused")
                 conn.refuse()

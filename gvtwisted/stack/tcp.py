@@ -42,6 +42,8 @@ from gvtwisted.wire.tcp import (
     RST,
     SYN,
     buildSegment,
+    buildSegmentFolded,
+    connectionFold,
     mssOption,
     sackOption,
     sackPermittedOption,
@@ -181,6 +183,8 @@ class TCPConnection:
     initialWindowSegments = 10
     maxOutOfOrderBlocks = 32
     defaultPeerMss = 536
+    # Rate limit of ACKs that answer dropped segments without data.
+    outOfWindowAckInterval = 0.5
 
     def __init__(
         self,
@@ -221,6 +225,9 @@ class TCPConnection:
         self._remoteIP = socket.inet_aton(remoteAddr[0])
         self._localPort = localAddr[1]
         self._remotePort = remoteAddr[1]
+        self._fold = connectionFold(
+            self._localIP, self._remoteIP, self._localPort, self._remotePort
+        )
         self._send = send
         self.mss = mss
         self.onClose = onClose
@@ -296,6 +303,7 @@ class TCPConnection:
         self._ackOwed = 0
         self._ackNow = False
         self._needOutput = False
+        self._lastOutOfWindowAck = float("-inf")
         self._readEofPending = False
         self._readEofDelivered = False
         self._draining = False
@@ -365,7 +373,7 @@ class TCPConnection:
             return
         syn = self._peerSyn
         self._peerSyn = None
-        self._negotiate(syn, offeredByUs=False)
+        self._negotiate(syn)
         self._initSend()
         self.state = SYN_RCVD
         self._emitSyn(SYN | ACK)
@@ -428,7 +436,7 @@ class TCPConnection:
         self._sndMax = iss + 1
         self._recoverEnd = iss
 
-    def _negotiate(self, syn, offeredByUs):
+    def _negotiate(self, syn):
         """
         Settle the options from the peer's SYN (passive) or SYN-ACK (active): an
         option is used when both sides sent it.
@@ -525,6 +533,11 @@ class TCPConnection:
         """
         Process one segment of this connection's 4-tuple (already parsed, its
         checksum already verified).
+
+        @return: C{True} only when C{seg} is a SYN opening a new incarnation of
+            the 4-tuple while this one is in TIME_WAIT: this connection closed
+            itself (C{onClose} was called) and the caller should handle C{seg}
+            as the first SYN of a new connection. Otherwise C{None}.
         """
         state = self.state
         if state is SYN_SENT:
@@ -542,26 +555,30 @@ class TCPConnection:
         payload = seg.payload
         plen = len(payload)
 
-        if state is SYN_RCVD and flags & SYN and not flags & (ACK | RST):
-            if seq == self.irs:
-                # Our SYN-ACK was lost or is late: say it again.
-                self._emitSyn(SYN | ACK)
-            return
+        if flags & SYN and not flags & (ACK | RST):
+            if state is SYN_RCVD:
+                if seq == self.irs:
+                    # Our SYN-ACK was lost or is late: say it again.
+                    self._emitSyn(SYN | ACK)
+                return
+            if state is TIME_WAIT and self._newIncarnation(seg, seq):
+                self._count("tcp.timeWaitReused")
+                self._enterClosed(Failure(error.ConnectionDone()))
+                return True
 
         # PAWS (RFC 7323 5): a timestamp older than the last one seen is an old
         # duplicate from a previous wrap of the sequence space.
-        tsVal = seg.tsVal
-        if self._tsOk and tsVal is not None and not flags & RST:
-            if (tsVal - self._tsRecent) & _MASK >= _HALF:
-                self._count("tcp.pawsDrop")
-                self._sendAck()
-                return
-
         segLen = plen
         if flags & SYN:
             segLen += 1
         if flags & FIN:
             segLen += 1
+        tsVal = seg.tsVal
+        if self._tsOk and tsVal is not None and not flags & RST:
+            if (tsVal - self._tsRecent) & _MASK >= _HALF:
+                self._count("tcp.pawsDrop")
+                self._sendOutOfWindowAck(segLen, flags)
+                return
         wnd = self._rcvAdvEdge - rcvNxt
         if wnd < 0:
             wnd = 0
@@ -574,7 +591,12 @@ class TCPConnection:
         if not acceptable:
             if not flags & RST:
                 self._count("tcp.unacceptable")
-                self._sendAck()
+                if state is TIME_WAIT and flags & FIN:
+                    # The peer's FIN again: our last ACK was lost. RFC 9293
+                    # restarts the wait, though its own sequence check (the FIN
+                    # is old) would stop the segment before that step.
+                    self._setTimer(_T_TIME_WAIT, self._timeWaitInterval())
+                self._sendOutOfWindowAck(segLen, flags)
             return
 
         if flags & RST:
@@ -585,12 +607,12 @@ class TCPConnection:
                 self._resetReceived()
             else:
                 self._count("tcp.challengeAck")
-                self._sendAck()
+                self._sendOutOfWindowAck(0, flags)
             return
         if flags & SYN:
             # RFC 5961 4.2: a SYN in a synchronized state gets a challenge ACK.
             self._count("tcp.challengeAck")
-            self._sendAck()
+            self._sendOutOfWindowAck(segLen, flags)
             return
         if not flags & ACK:
             return
@@ -616,7 +638,7 @@ class TCPConnection:
 
         if not self._processAck(seg, seq, flags, plen):
             self._count("tcp.ackUnsent")
-            self._sendAck()
+            self._sendOutOfWindowAck(segLen, flags)
             return
         state = self.state
         if state is CLOSED:
@@ -632,7 +654,7 @@ class TCPConnection:
                 # restart the wait (RFC 9293 3.10.7.4, eighth step).
                 self._ackNow = True
                 self._ackOwed += 1
-                self._setTimer(_T_TIME_WAIT, self.timeWaitDuration)
+                self._setTimer(_T_TIME_WAIT, self._timeWaitInterval())
             else:
                 # CLOSE_WAIT, CLOSING, LAST_ACK: the peer's FIN is already in; this
                 # is a retransmission of something we have.
@@ -647,6 +669,16 @@ class TCPConnection:
                 self._sendAck()
             else:
                 self._scheduleFlush()
+
+    def _newIncarnation(self, seg, seq):
+        """
+        Whether a SYN in TIME_WAIT may open a new connection (RFC 6191): its
+        timestamp is newer than the last one seen, or, without timestamps, its
+        sequence number is above the old connection's.
+        """
+        if self._tsOk and seg.tsVal is not None:
+            return 0 < (seg.tsVal - self._tsRecent) & _MASK < _HALF
+        return seq >= self._rcvNxt
 
     def _pendingReceived(self, seg):
         """
@@ -686,7 +718,7 @@ class TCPConnection:
             return
         self.irs = seg.seq
         self._rcvNxt = seg.seq + 1
-        self._negotiate(seg, offeredByUs=True)
+        self._negotiate(seg)
         if ack is None:
             # Simultaneous open: both sides sent a SYN.
             self.state = SYN_RCVD
@@ -752,14 +784,19 @@ class TCPConnection:
             self._sndWl1 = seq
             self._sndWl2 = ack
         if ack > sndUna:
-            self._ackAdvanced(ack)
+            self._ackAdvanced(ack, seg.tsEcr)
         elif isDup:
             self._dupAck()
         return True
 
-    def _ackAdvanced(self, ack):
+    def _ackAdvanced(self, ack, tsEcr=None):
         """
         New data (or our FIN) is acknowledged up to C{ack}.
+
+        With timestamps the RTT comes from the echoed timestamp (RFC 7323 4.1),
+        which stays valid across retransmissions; otherwise from the one timed
+        segment (Karn). Without the former, heavy loss would keep the RTO backed
+        off at its maximum long after the path recovered.
         """
         acked = ack - self._sndUna
         buf = self._sndBuf
@@ -773,9 +810,13 @@ class TCPConnection:
         self._sndUna = ack
         if self._sndNxt < ack:
             self._sndNxt = ack
-        now = self.clock.seconds()
-        if self._rttSeq is not None and ack >= self._rttSeq:
-            self._rttSample(now - self._rttTime)
+        if self._tsOk and tsEcr is not None:
+            elapsed = (self._tsNow() - tsEcr) & _MASK
+            if elapsed < 0x7FFFFFFF:
+                self._rttSample(elapsed / 1000.0)
+            self._rttSeq = None
+        elif self._rttSeq is not None and ack >= self._rttSeq:
+            self._rttSample(self.clock.seconds() - self._rttTime)
             self._rttSeq = None
 
         mss = self._effMss
@@ -1075,8 +1116,15 @@ class TCPConnection:
         An acceptable RST.
         """
         self._count("tcp.resetReceived")
-        if self.state is SYN_RCVD:
+        state = self.state
+        if state is SYN_RCVD:
             self._failHandshake(error.ConnectionRefusedError())
+            return
+        if (state is LAST_ACK or state is CLOSING) and self._sndUna >= self._finSeq:
+            # RFC 9293 3.10.7.4 signals no error here: both FINs were sent, and
+            # the peer acknowledged every byte, only our FIN is unconfirmed (its
+            # TIME_WAIT may simply have ended before our FIN came again).
+            self._enterClosed(Failure(error.ConnectionDone()))
             return
         self._enterClosed(Failure(error.ConnectionLost("connection reset by peer")))
 
@@ -1109,9 +1157,8 @@ class TCPConnection:
         else:
             options = b""
         self._send(
-            buildSegment(
-                self._localIP,
-                self._remoteIP,
+            buildSegmentFolded(
+                self._fold,
                 self._localPort,
                 self._remotePort,
                 seq,
@@ -1188,6 +1235,23 @@ class TCPConnection:
         acceptable to the peer even while we go back to retransmit.
         """
         self._emit(ACK, self._sndMax)
+
+    def _sendOutOfWindowAck(self, segLen, flags):
+        """
+        Answer a segment we drop (outside the window, failing PAWS, a SYN or RST
+        that gets a challenge, an ACK of unsent data) with an ACK. A segment that
+        carries data is always answered, since its sender needs the news; a bare
+        ACK, RST or SYN at most once per L{outOfWindowAckInterval}, as Linux
+        does, because two stacks answering each other's stray ACKs can loop
+        forever (duplicated and reordered ACKs failing PAWS start such loops).
+        """
+        if segLen == 0 or flags & SYN:
+            now = self.clock.seconds()
+            if now - self._lastOutOfWindowAck < self.outOfWindowAckInterval:
+                self._count("tcp.outOfWindowAckLimited")
+                return
+            self._lastOutOfWindowAck = now
+        self._sendAck()
 
     def _sendData(self, seq, n, fin):
         """
@@ -1276,7 +1340,11 @@ class TCPConnection:
             self._emitSyn(SYN | ACK)
             return
         una = self._sndUna
-        n = len(self._sndBuf)
+        # Only what was sent before: a segment first cut short by the window is
+        # not stretched past SND.MAX, where nothing would time it.
+        n = self._sndMax - una
+        if n > len(self._sndBuf):
+            n = len(self._sndBuf)
         if n > self._effMss:
             n = self._effMss
         finSeq = self._finSeq
@@ -1345,7 +1413,7 @@ class TCPConnection:
         elif kind is _T_TIME_WAIT:
             if self._rcvQueue and not self._lostNotified:
                 # The protocol has not read everything yet; wait for it.
-                self._setTimer(_T_TIME_WAIT, self.timeWaitDuration)
+                self._setTimer(_T_TIME_WAIT, self._timeWaitInterval())
                 return
             self._enterClosed(Failure(error.ConnectionDone()))
         elif kind is _T_FIN_WAIT_2:
@@ -1495,9 +1563,18 @@ class TCPConnection:
         if self._finAcked and (self._readClosed or self._readEofDelivered):
             self._notifyLost(Failure(error.ConnectionDone()))
 
+    def _timeWaitInterval(self):
+        """
+        L{timeWaitDuration}, or longer after a lossy life: if our last ACK is
+        lost, the peer's FIN comes again after its RTO, which is about ours, and
+        must still find us here (else it meets a RST and its side ends unclean).
+        """
+        interval = 2 * self._rto
+        return interval if interval > self.timeWaitDuration else self.timeWaitDuration
+
     def _enterTimeWait(self):
         self.state = TIME_WAIT
-        self._setTimer(_T_TIME_WAIT, self.timeWaitDuration)
+        self._setTimer(_T_TIME_WAIT, self._timeWaitInterval())
 
     def _notifyLost(self, reason):
         """

@@ -189,8 +189,10 @@ class TCPDemux:
         key = (packet.src, seg.srcPort, packet.dst, seg.dstPort)
         conn = self._conns.get(key)
         if conn is not None:
-            conn.segmentReceived(seg)
-            return
+            if not conn.segmentReceived(seg):
+                return
+            # A SYN reopened a 4-tuple in TIME_WAIT: the old connection closed
+            # itself, and the SYN starts a new one.
         flags = seg.flags
         if flags & wiretcp.RST:
             return

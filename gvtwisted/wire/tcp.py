@@ -254,6 +254,68 @@ def pseudoHeaderFold(srcIP: bytes, dstIP: bytes, length: int) -> int:
     return (int.from_bytes(srcIP + dstIP, "big") + PROTOCOL_NUMBER + length) % 0xFFFF
 
 
+def connectionFold(srcIP: bytes, dstIP: bytes, srcPort: int, dstPort: int) -> int:
+    """
+    The part of a segment's checksum that is the same for every segment of a
+    connection (addresses, protocol number, ports), folded like L{_fold}: a
+    connection computes it once and passes it to L{buildSegmentFolded}.
+    """
+    return (
+        int.from_bytes(srcIP + dstIP, "big") + PROTOCOL_NUMBER + srcPort + dstPort
+    ) % 0xFFFF
+
+
+def buildSegmentFolded(
+    base, srcPort, dstPort, seq, ack, flags, window, options=b"", payload=b""
+) -> bytes:
+    """
+    L{buildSegment} for a connection that keeps its L{connectionFold}: the
+    header's words are summed from the field values, so the header is packed
+    once, with its checksum.
+
+    @param options: encoded options, a multiple of 4 bytes long, at most 40.
+    """
+    seq &= 0xFFFFFFFF
+    ack &= 0xFFFFFFFF
+    headerLength = HEADER_LENGTH + len(options)
+    length = headerLength + len(payload)
+    total = (
+        base
+        + length
+        + (seq >> 16)
+        + (seq & 0xFFFF)
+        + (ack >> 16)
+        + (ack & 0xFFFF)
+        + (headerLength << 10)
+        + flags
+        + window
+    )
+    if options:
+        total += int.from_bytes(options, "big")
+    if payload:
+        value = int.from_bytes(payload, "big")
+        if len(payload) & 1:
+            value <<= 8
+        total += value
+    total %= 0xFFFF
+    header = _HEADER.pack(
+        srcPort,
+        dstPort,
+        seq,
+        ack,
+        headerLength << 2,
+        flags,
+        window,
+        0xFFFF - total if total else 0,
+        0,
+    )
+    if options:
+        header += options
+    if payload:
+        return header + payload
+    return header
+
+
 def buildSegment(
     srcIP: bytes,
     dstIP: bytes,
@@ -284,35 +346,17 @@ def buildSegment(
         optionsLength = len(options)
     if optionsLength > MAX_OPTIONS_LENGTH:
         raise ValueError("TCP options longer than 40 bytes")
-    headerLength = HEADER_LENGTH + optionsLength
-    header = bytearray(headerLength)
-    _HEADER.pack_into(
-        header,
-        0,
+    return buildSegmentFolded(
+        connectionFold(srcIP, dstIP, srcPort, dstPort),
         srcPort,
         dstPort,
-        seq & 0xFFFFFFFF,
-        ack & 0xFFFFFFFF,
-        headerLength << 2,
+        seq,
+        ack,
         flags,
         window,
-        0,
-        0,
+        options,
+        payload,
     )
-    if optionsLength:
-        header[HEADER_LENGTH:] = options
-    total = (
-        pseudoHeaderFold(srcIP, dstIP, headerLength + len(payload))
-        # The header has an even length, so the payload's words stay aligned.
-        + int.from_bytes(header, "big") % 0xFFFF
-    )
-    if payload:
-        total += _fold(payload)
-    total %= 0xFFFF
-    _CHECKSUM.pack_into(header, 16, 0xFFFF - total if total else 0)
-    if payload:
-        return bytes(header) + payload
-    return bytes(header)
 
 
 def verifyChecksum(srcIP: bytes, dstIP: bytes, segment) -> bool:
