@@ -680,11 +680,24 @@ class EstablishedTests(TCPTestCase):
         self.clock.advance(0)
         self.assertSent(S(ACK, L(), P(3), BUFFER - 3))
 
+    def test_establishedSegmentsAckedOncePerTurn(self):
+        """
+        With stretch ACKs (the default), segments that arrive in one reactor
+        turn are acknowledged once, at the end of the turn, with a window whose
+        right edge moved.
+        """
+        for i in range(3):
+            self.feed(ACK, P(1460 * i), L(), payload=b"a" * 1460)
+        self.assertEqual(self.sent(), [])
+        self.clock.advance(0)
+        self.assertSent(S(ACK, L(), P(3 * 1460), BUFFER))
+
     def test_establishedSecondSegmentAckedNow(self):
         """
-        The second segment in a row is acknowledged at once, with a window whose
-        right edge moved (two MSS freed).
+        Without stretch ACKs, the second segment in a row is acknowledged at
+        once (RFC 5681's ACK for every second full-sized segment).
         """
+        self.conn.stretchAcks = False
         self.feed(ACK, P(), L(), payload=b"a" * 1460)
         self.assertEqual(self.sent(), [])
         self.feed(ACK, P(1460), L(), payload=b"b" * 1460)
@@ -1445,6 +1458,7 @@ class WindowTests(TCPTestCase):
         self.conn.pauseProducing()
         self.feed(ACK, P(), L(), payload=b"a" * 1460)
         self.feed(ACK, P(1460), L(), payload=b"b" * 1460)
+        self.clock.advance(0)
         self.assertSent(S(ACK, L(), P(2920), BUFFER - 2920))
         self.assertEqual(self.protocol.data, [])
         self.conn.resumeProducing()
