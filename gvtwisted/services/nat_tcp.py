@@ -23,10 +23,9 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
+from gvtwisted.services.nat_policy import Refused, hostDestination
 from gvtwisted.services.splice import SpliceSide, splice
 from gvtwisted.wire import icmp, ipv4
-
-LINK_LOCAL = (169 << 24) | (254 << 16)
 
 
 class _HostFactory(Factory):
@@ -37,21 +36,6 @@ class _HostFactory(Factory):
 
     def buildProtocol(self, addr):
         return self.side
-
-
-def natDestination(config, dst: bytes, hostLoopback: bool, ec2MetadataAccess: bool):
-    """
-    Where a guest's packet to C{dst} really goes: a dotted host address, or
-    L{None} when policy refuses it.
-    """
-    if dst == config.hostIPBytes:
-        return "127.0.0.1" if hostLoopback else None
-    value = int.from_bytes(dst, "big")
-    if value & 0xFFFF0000 == LINK_LOCAL and not ec2MetadataAccess:
-        return None
-    if value >> 28 == 14 or value == 0xFFFFFFFF or value >> 24 in (0, 127):
-        return None
-    return socket.inet_ntoa(dst)
 
 
 class TCPNAT:
@@ -78,10 +62,10 @@ class TCPNAT:
         """
         localIP, localPort = conn.localAddr
         dst = socket.inet_aton(localIP)
-        target = natDestination(self.network.config, dst, self.hostLoopback,
-                                self.ec2MetadataAccess)
-        if target is None:
-            self.counters.increment("nat.tcp.refusedByPolicy")
+        target = hostDestination(self.network.config, dst, self.hostLoopback,
+                                 self.ec2MetadataAccess)
+        if isinstance(target, Refused):
+            self.counters.increment("drop.nat.tcp." + target.reason)
             conn.refuse()
             return
         if self.dialing >= self.maxDials:

@@ -38,6 +38,10 @@ from zope.interface import implementer
 
 from twisted.internet.interfaces import IHalfCloseableDescriptor, IReadDescriptor
 
+from gvtwisted.services.nat_policy import (  # noqa: F401 (re-exported for nat_icmp)
+    BROADCAST, HOST_LOOPBACK_DISABLED, IN_SUBNET, LIMITED_BROADCAST, LINK_LOCAL, LOOPBACK,
+    MARTIAN, MULTICAST, Refused, hostDestination,
+)
 from gvtwisted.wire import icmp, ipv4, udp
 
 #: The largest UDP payload IPv4 can carry: 65535 - 20 (IP) - 8 (UDP).
@@ -46,59 +50,7 @@ MAX_DATAGRAM = 65507
 #: flow cannot starve the others.
 READ_BATCH = 64
 
-LOOPBACK = "127.0.0.1"
 ANY = b"\x00\x00\x00\x00"
-LIMITED_BROADCAST = b"\xff\xff\xff\xff"
-
-
-class Refused:
-    """
-    Why a destination may not be reached: C{reason} is a counter suffix,
-    C{icmpCode} the destination-unreachable code to answer with, or L{None} to
-    drop silently (broadcast and multicast: nobody expects an answer).
-    """
-
-    __slots__ = ("reason", "icmpCode")
-
-    def __init__(self, reason, icmpCode=None):
-        self.reason = reason
-        self.icmpCode = icmpCode
-
-
-HOST_LOOPBACK_DISABLED = Refused("hostLoopbackDisabled", icmp.ADMIN_PROHIBITED)
-LINK_LOCAL = Refused("linkLocal", icmp.ADMIN_PROHIBITED)
-BROADCAST = Refused("broadcast")
-MULTICAST = Refused("multicast")
-MARTIAN = Refused("martian")
-IN_SUBNET = Refused("inSubnet")
-
-
-def hostDestination(config, dst: bytes, hostLoopback: bool, ec2MetadataAccess: bool):
-    """
-    Where on the host a guest's packet to C{dst} should go.
-
-    @param config: the network's L{gvtwisted.config.NetworkConfig}.
-    @param dst: the 4-byte destination the guest used.
-    @return: the dotted address a host socket should send to, or a
-        L{Refused} saying why not.
-    """
-    if dst == config.hostIPBytes:
-        return LOOPBACK if hostLoopback else HOST_LOOPBACK_DISABLED
-    first = dst[0]
-    if dst == LIMITED_BROADCAST or dst == config.broadcastIPBytes:
-        return BROADCAST
-    if 224 <= first <= 239:
-        return MULTICAST
-    if first == 0 or first == 127 or first >= 240:
-        # "This network", the host's own loopback (which the guest must only
-        # reach through the host address) and reserved space.
-        return MARTIAN
-    if first == 169 and dst[1] == 254:
-        return socket.inet_ntoa(dst) if ec2MetadataAccess else LINK_LOCAL
-    if config.inSubnet(dst):
-        # Other guests are reached through the switch, never the host.
-        return IN_SUBNET
-    return socket.inet_ntoa(dst)
 
 
 @implementer(IReadDescriptor, IHalfCloseableDescriptor)
