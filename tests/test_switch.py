@@ -53,6 +53,36 @@ class SwitchTests(SynchronousTestCase):
         for p in (self.a, self.b, self.c):
             self.switch.attach(p)
 
+    def test_forwardFromGateway(self):
+        """
+        A frame the gateway built goes to the port its destination was learnt
+        on (and to the capture), and learns nothing: the gateway's own MAC
+        stays its permanent entry.
+        """
+        self.switch.receiveFrame(self.a, frame(BCAST, MAC_A))
+        for port in (self.a, self.b, self.c, self.gw):
+            del port.frames[:]
+        del self.tapped[:]
+        reply = frame(MAC_A, GW)
+        self.switch.forward(self.gw, reply)
+        self.assertEqual(self.a.frames, [reply])
+        self.assertEqual(self.b.frames + self.c.frames + self.gw.frames, [])
+        self.assertEqual(self.tapped, [reply])
+        self.assertEqual(self.switch.portFor(GW), self.gw)
+
+    def test_forwardUnknownFloods(self):
+        """
+        A gateway frame for an unknown or aged-out MAC floods every other port.
+        """
+        self.switch.receiveFrame(self.a, frame(BCAST, MAC_A))
+        self.clock.advance(self.switch.ageing + 1)
+        for port in (self.a, self.b, self.c, self.gw):
+            del port.frames[:]
+        f = frame(MAC_A, GW)
+        self.switch.forward(self.gw, f)
+        self.assertEqual((self.a.frames, self.b.frames, self.c.frames, self.gw.frames),
+                         ([f], [f], [f], []))
+
     def test_unknownUnicastFloods(self):
         """
         A frame to an unknown MAC goes to every port but the one it came in on.

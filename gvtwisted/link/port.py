@@ -32,6 +32,9 @@ class SwitchPort:
     def __init__(self, switch, counters, name, onPause=None, onResume=None):
         self.switch = switch
         self.counters = counters
+        # The counters' dict itself: two increments per frame each way are
+        # cheaper as dict updates than as method calls.
+        self._values = counters.values
         self.name = name
         self.paused = False
         self._pausedBytes = 0
@@ -63,8 +66,9 @@ class SwitchPort:
         self.log.info("guest link down: {name}", name=self.name)
 
     def frameReceived(self, frame):
-        self.counters.increment("link.framesReceived")
-        self.counters.increment("link.bytesReceived", len(frame))
+        values = self._values
+        values["link.framesReceived"] += 1
+        values["link.bytesReceived"] += len(frame)
         self.switch.receiveFrame(self, frame)
 
     def sendFrame(self, frame):
@@ -80,8 +84,9 @@ class SwitchPort:
                 self.counters.increment("drop.link.paused")
                 return
             self._pausedBytes += len(frame)
-        self.counters.increment("link.framesSent")
-        self.counters.increment("link.bytesSent", len(frame))
+        values = self._values
+        values["link.framesSent"] += 1
+        values["link.bytesSent"] += len(frame)
         protocol.sendFrame(frame)
 
     # IPushProducer: the transport tells us when its buffer is full.

@@ -278,7 +278,7 @@ class VirtualNetwork:
     # -- frames out ---------------------------------------------------------
 
     def _send(self, frame):
-        self.switch.receiveFrame(self.gatewayPort, frame)
+        self.switch.forward(self.gatewayPort, frame)
 
     def nextIdent(self) -> int:
         self._ident = (self._ident + 1) & 0xFFFF
