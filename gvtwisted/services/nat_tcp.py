@@ -23,7 +23,7 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
-from gvtwisted.services.nat_policy import Refused, hostDestination
+from gvtwisted.services.nat_policy import BROADCAST, MULTICAST, Refused, hostDestination
 from gvtwisted.services.splice import SpliceSide, splice
 from gvtwisted.wire import icmp, ipv4
 
@@ -66,7 +66,12 @@ class TCPNAT:
                                  self.ec2MetadataAccess)
         if isinstance(target, Refused):
             self.counters.increment("drop.nat.tcp." + target.reason)
-            conn.refuse()
+            if target is BROADCAST or target is MULTICAST:
+                # Broadcast or multicast: no answer may come from such an
+                # address (RFC 1122 3.2.1.3); close the pending SYN silently.
+                conn.abortConnection()
+            else:
+                conn.refuse()
             return
         if self.dialing >= self.maxDials:
             self.counters.complain("nat.tcp.tooManyDials")
@@ -85,6 +90,7 @@ class TCPNAT:
             # The guest reset or stopped answering before the handshake
             # completed: the host connection, made or still dialling, goes too.
             abandoned.append(True)
+            self.counters.increment("nat.tcp.abandonedByGuest")
             if hostSide.transport is not None:
                 hostSide.transport.abortConnection()
             elif not d.called:
@@ -95,7 +101,6 @@ class TCPNAT:
         def connected(_):
             self.dialing -= 1
             if abandoned:
-                self.counters.increment("nat.tcp.abandonedByGuest")
                 hostSide.transport.abortConnection()
                 return
             self.counters.increment("nat.tcp.connected")

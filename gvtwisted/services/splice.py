@@ -54,14 +54,15 @@ class SpliceSide(Protocol):
         Make each side the producer of the other once both are connected.
         """
         peer = self.peer
-        self.transport.registerProducer(peer.transport, True)
-        peer.transport.registerProducer(self.transport, True)
         if peer._pending:
             data, peer._pending = b"".join(peer._pending), []
             self.transport.write(data)
         if peer.readDone:
             self._halfClose()
         peer.transport.resumeProducing()
+        # Last, so that a pause a full buffer asks for at registration sticks.
+        self.transport.registerProducer(peer.transport, True)
+        peer.transport.registerProducer(self.transport, True)
 
     _pending = ()
 

@@ -20,7 +20,7 @@ from zope.interface import implementer
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import (
-    CannotListenError, ConnectError, ConnectionRefusedError, TimeoutError,
+    CannotListenError, ConnectError, ConnectionRefusedError, TimeoutError, UserError,
 )
 from twisted.internet.interfaces import IConnector, IListeningPort
 from twisted.python.failure import Failure
@@ -30,6 +30,7 @@ from gvtwisted.wire import ipv4
 from gvtwisted.wire import tcp as wiretcp
 
 ANY = b"\x00\x00\x00\x00"
+LIMITED_BROADCAST = b"\xff\xff\xff\xff"
 EPHEMERAL = (32768, 60999)
 
 
@@ -70,8 +71,16 @@ class VirtualConnector:
         self._destination = destination
 
     def stopConnecting(self):
-        if self.conn.state in ("SYN_SENT", "CLOSED"):
-            self.conn.abortConnection()
+        """
+        Give up a connection attempt still in progress; the factory hears
+        C{clientConnectionFailed(UserError)}, as with Twisted's connectors.
+        """
+        conn = self.conn
+        if conn.state == "SYN_SENT":
+            failed, conn.onConnectFailed = conn.onConnectFailed, None
+            conn.abortConnection()
+            if failed is not None:
+                failed(UserError())
 
     def disconnect(self):
         self.conn.abortConnection()
@@ -161,6 +170,16 @@ class TCPDemux:
             return originalMade(transport)
 
         protocol.makeConnection = made
+        originalLost = protocol.connectionLost
+
+        def lost(reason):
+            try:
+                return originalLost(reason)
+            finally:
+                factory.clientConnectionLost(connector, reason)
+                factory.doStop()
+
+        protocol.connectionLost = lost
         conn.onConnectFailed = failed
         conn.connect()
         return connector
@@ -195,6 +214,11 @@ class TCPDemux:
             # itself, and the SYN starts a new one.
         flags = seg.flags
         if flags & wiretcp.RST:
+            return
+        if packet.dst == LIMITED_BROADCAST or packet.dst == self.network.config.broadcastIPBytes:
+            # RFC 1122 4.2.3.10: a SYN (or anything) to a broadcast address
+            # is discarded without an answer.
+            self.counters.increment("drop.tcp.broadcast")
             return
         if not flags & wiretcp.SYN or flags & wiretcp.ACK:
             self._reset(packet, seg)
