@@ -138,3 +138,21 @@ class FoundationTests(E2EMixin, SynchronousTestCase):
         self.assertEqual(values["new_domain_name_servers"], "192.168.127.1")
         self.assertEqual(values["new_subnet_mask"], "255.255.255.0")
         self.assertEqual(values.get("new_interface_mtu"), "1500")
+
+    def test_guestHelperDHCP(self):
+        """
+        C{gvtap-guest --dhcp} runs the DHCP client itself once the link is up,
+        and the TAP ends up with the static lease (the client's default script
+        writes the namespace's own resolv.conf, never the host's).
+        """
+        daemon, sock = self.startDaemon()
+        ns = Namespace(self)
+        with open("/etc/resolv.conf", "rb") as f:
+            hostResolv = f.read()
+        self.startGuest(ns, sock, "--dhcp")
+        waitFor(lambda: "192.168.127.2/24" in ns.run("ip", "-4", "addr", "show", "tap0").stdout,
+                timeout=30, what="the DHCP lease on tap0")
+        ping = ns.run("ping", "-c2", "-i", "0.2", "-W", "2", "192.168.127.1")
+        self.assertIn("2 received", ping.stdout)
+        with open("/etc/resolv.conf", "rb") as f:
+            self.assertEqual(f.read(), hostResolv)
