@@ -125,5 +125,9 @@ class DNSTests(E2EMixin, SynchronousTestCase):
         self.assertIn("status: NOERROR", aaaa)
         self.assertIn("ANSWER: 0", aaaa)
         self.assertIn("status: NXDOMAIN", self.dig("nobody.containers.internal"))
+        getent = self.ns.run("getent", "hosts", "www.example.test")
+        self.assertIn("www.example.test", getent.stdout)
+        self.assertTrue(getent.stdout.split()[0] in ("10.11.12.13", "2001:db8::13"),
+                        getent.stdout)
         getent = self.ns.run("getent", "ahostsv4", "www.example.test")
         self.assertIn("10.11.12.13", getent.stdout)
