@@ -42,7 +42,11 @@ class Options(usage.Options):
         "DNS cache: 10000 entries; "
         "UDP forwards: 1024 flows each (least recently used evicted), closed after 90 s idle; "
         "API request bodies: 1 MiB. The control API (docs/api.md) is served on --listen and "
-        "--services endpoints; unix sockets are made with mode 0600."
+        "--services endpoints; unix sockets are made with mode 0600. "
+        "--listen-vfkit PATH (unix datagram, one frame per datagram, vfkit), "
+        "--listen-bess PATH (unix seqpacket, one frame per message) and --listen-stdio "
+        "(2-byte little-endian lengths on stdin/stdout; needs -n and --logfile FILE or "
+        "--syslog, since twistd otherwise logs to stdout) are guest links too."
     )
 
     optParameters = [
@@ -67,6 +71,9 @@ class Options(usage.Options):
         ["no-dns", None, "Serve no DNS at the gateway (DHCP then offers no DNS server)."],
         ["no-host-loopback", None, "Refuse the guest's traffic to the host address instead of reaching the host's 127.0.0.1."],
         ["ec2-metadata-access", None, "Let the guest reach 169.254.0.0/16."],
+        ["listen-stdio", None, "One guest link on stdin/stdout (frames with a 2-byte "
+                               "little-endian length). Needs -n and --logfile FILE (or "
+                               "--syslog): twistd must not log to stdout."],
     ]
 
     def __init__(self):
@@ -76,6 +83,8 @@ class Options(usage.Options):
         self["dns-upstream"] = []
         self["services"] = []
         self["forward"] = []
+        self["listen-vfkit"] = []
+        self["listen-bess"] = []
 
     def opt_dns_upstream(self, address):
         """
@@ -124,6 +133,21 @@ class Options(usage.Options):
         """
         self["listen-qemu"].append(endpoint)
 
+    def opt_listen_vfkit(self, path):
+        """
+        Bind a unix datagram socket at PATH (or unixgram:///PATH) for a vfkit
+        guest: one frame per datagram (repeatable; mode 0600).
+        """
+        self["listen-vfkit"].append(_socketPath(path, "unixgram"))
+
+    def opt_listen_bess(self, path):
+        """
+        Listen on a unix seqpacket socket at PATH (or unixpacket:///PATH):
+        one frame per message, each connection a switch port (repeatable;
+        mode 0600).
+        """
+        self["listen-bess"].append(_socketPath(path, "unixpacket"))
+
     def postOptions(self):
         try:
             if self["vsock-port"] is not None:
@@ -145,8 +169,29 @@ class Options(usage.Options):
             )
         except ValueError as e:
             raise SystemExit(f"gvtap: {e}")
-        if not self["listen"] and not self["listen-qemu"]:
-            raise SystemExit("gvtap: give at least one --listen, --listen-qemu or --vsock-port")
+        if not (self["listen"] or self["listen-qemu"] or self["listen-vfkit"]
+                or self["listen-bess"] or self["listen-stdio"]):
+            raise SystemExit("gvtap: give at least one --listen, --listen-qemu, --listen-vfkit, "
+                             "--listen-bess, --listen-stdio or --vsock-port")
+
+
+def _socketPath(value, scheme):
+    """
+    The file path of a C{--listen-vfkit}/C{--listen-bess} value: a plain path,
+    C{unix:PATH}, or gvproxy's C{unixgram:///PATH} / C{unixpacket:///PATH}.
+    """
+    from urllib.parse import unquote
+
+    for prefix in (f"{scheme}://", "unix://"):
+        if value.startswith(prefix):
+            value = unquote(value[len(prefix):])
+            break
+    else:
+        if value.startswith("unix:"):
+            value = value[len("unix:"):]
+    if not value or "\0" in value:
+        raise SystemExit(f"gvtap: {value!r} is not a socket path")
+    return value
 
 
 def guestHint(endpoint: str, framing: str) -> str:
@@ -247,7 +292,110 @@ def makeService(options, reactor=None):
         forwards.insert(0, (f"127.0.0.1:{options['ssh-port']}",
                             f"{options['config'].deviceIP}:22", "tcp"))
     _StaticForwards(gvtap.forwarder, forwards).setServiceParent(top)
+    packetFactory = LinkFactory(gvtap.network, gvtap.counters, "qemu")
+    for path in options["listen-vfkit"]:
+        _PacketLinkService("vfkit", path, packetFactory.makePort, gvtap.counters,
+                           reactor).setServiceParent(top)
+    for path in options["listen-bess"]:
+        _PacketLinkService("bess", path, packetFactory.makePort, gvtap.counters,
+                           reactor).setServiceParent(top)
+    if options["listen-stdio"]:
+        _checkStdioLogging(options)
+        _StdioService(packetFactory.makePort, reactor).setServiceParent(top)
     return top
+
+
+def _checkStdioLogging(options):
+    """
+    Refuse C{--listen-stdio} when twistd would log to stdout (the frames'
+    channel) or daemonize (which closes stdin and stdout).
+    """
+    parent = getattr(options, "parent", None)
+    if parent is None:
+        return
+    try:
+        nodaemon = parent["nodaemon"]
+        logfile = parent["logfile"]
+        syslog = parent.get("syslog", False)
+    except KeyError:
+        return
+    if not nodaemon:
+        raise SystemExit("gvtap: --listen-stdio needs twistd -n (a daemon has no stdin/stdout)")
+    if not syslog and logfile in (None, "-"):
+        raise SystemExit("gvtap: --listen-stdio needs twistd --logfile FILE (or --syslog): "
+                         "logging to stdout would corrupt the frames")
+
+
+class _PacketLinkService(Service):
+    """
+    A C{--listen-vfkit} or C{--listen-bess} socket, bound at start-up.
+    """
+
+    def __init__(self, kind, path, makePort, counters, reactor):
+        self.kind = kind
+        self.path = path
+        self.makePort = makePort
+        self.counters = counters
+        self.reactor = reactor
+        self.listener = None
+
+    def privilegedStartService(self):
+        Service.privilegedStartService(self)
+        self._open()
+
+    def startService(self):
+        Service.startService(self)
+        if self.listener is None:
+            self._open()
+
+    def _open(self):
+        if self.kind == "vfkit":
+            from gvtwisted.link.datagram import VfkitLink as make
+            hint = f"vfkit ... --device virtio-net,unixSocketPath={self.path}"
+        else:
+            from gvtwisted.link.seqpacket import SeqpacketListener as make
+            hint = f"a SOCK_SEQPACKET client of {self.path}"
+        try:
+            self.listener = make(self.path, self.makePort, self.counters, self.reactor)
+        except OSError as e:
+            raise SystemExit(f"gvtap: cannot listen on --listen-{self.kind} {self.path}: {e}")
+        self.listener.startListening()
+        log.info("gvtap listening for guests on {kind}:{path}; in the guest: {hint}",
+                 kind=self.kind, path=self.path, hint=hint)
+
+    def stopService(self):
+        if self.listener is not None:
+            self.listener.stopListening()
+            self.listener = None
+        return Service.stopService(self)
+
+
+class _StdioService(Service):
+    """
+    The C{--listen-stdio} link: frames with a 2-byte little-endian length on
+    stdin/stdout.
+    """
+
+    def __init__(self, makePort, reactor):
+        self.makePort = makePort
+        self.reactor = reactor
+        self.stdio = None
+
+    def startService(self):
+        Service.startService(self)
+        from twisted.internet.stdio import StandardIO
+
+        from gvtwisted.link.framing import LE16
+        from gvtwisted.link.listeners import GuestLinkProtocol
+
+        self.protocol = GuestLinkProtocol(self.makePort, LE16, "stdio")
+        self.stdio = StandardIO(self.protocol, reactor=self.reactor)
+
+    def stopService(self):
+        if self.stdio is not None:
+            self.stdio.loseConnection()
+            self.stdio = None
+        return Service.stopService(self)
 
 
 def _serverEndpoint(reactor, description, options, api=True):
