@@ -133,14 +133,9 @@ class ICMPNAT(FlowTable):
             self.counters.complain("nat.icmp.short")
             return
         key = (packet.src, bytes(rest[0:2]), packet.dst)
-        flow = self._flows.get(key)
+        flow = self._flowFor(packet, key)
         if flow is None:
-            flow = self._open(packet, key)
-            if flow is None:
-                return
-        else:
-            flow.lastActive = self.reactor.seconds()
-            self._flows.move_to_end(key)
+            return
         self.counters.increment("nat.icmp.echoRequestsOut")
         try:
             if flow.socket is not None:

@@ -177,6 +177,19 @@ class FlowTable:
         if self._sweeper is None:
             self._sweeper = self.reactor.callLater(self.sweepInterval, self._sweep)
 
+    def _flowFor(self, packet, key):
+        """
+        The flow for C{key}, renewed as the most recently used; a new one
+        (C{self._open(packet, key)}) if there is none, or L{None} when it
+        cannot be opened.
+        """
+        flow = self._flows.get(key)
+        if flow is None:
+            return self._open(packet, key)
+        flow.lastActive = self.reactor.seconds()
+        self._flows.move_to_end(key)
+        return flow
+
     def _removeFlow(self, flow):
         if self._flows.get(flow.key) is flow:
             del self._flows[flow.key]
@@ -272,14 +285,9 @@ class UDPNAT(FlowTable):
         @param data: a memoryview of the UDP payload.
         """
         key = (packet.src, srcPort, packet.dst, dstPort)
-        flow = self._flows.get(key)
+        flow = self._flowFor(packet, key)
         if flow is None:
-            flow = self._open(packet, key)
-            if flow is None:
-                return
-        else:
-            flow.lastActive = self.reactor.seconds()
-            self._flows.move_to_end(key)
+            return
         self.counters.increment("nat.udp.datagramsOut")
         try:
             flow.socket.send(data)
