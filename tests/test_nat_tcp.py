@@ -198,6 +198,25 @@ class DialTests(NATTestCase):
         self.assertEqual(self.nat.dialing, 1)
         self.assertEqual(self.counters.get("nat.tcp.dials"), 1)
 
+    def test_blackHolesDelayNobody(self):
+        """
+        Twenty dials to a destination that never answers (a black hole) do not
+        hold up a connection to another destination: it is dialled at once
+        and the guest gets its SYN-ACK as soon as that dial connects (unlike
+        gvproxy's ten-dial limit, gvisor-tap-vsock #676).
+        """
+        for srcPort in range(41000, 41020):
+            self.syn(srcPort=srcPort)
+        other = bytes([10, 9, 8, 7])
+        self.syn(dst=other, srcPort=42000, dstPort=443)
+        self.assertEqual(len(self.reactor.tcpClients), 21)
+        self.assertEqual(self.reactor.tcpClients[20][:2], ("10.9.8.7", 443))
+        self.dialSucceeds(20)
+        [(packet, seg)] = self.taken()
+        self.assertEqual(packet.src, other)
+        self.assertEqual((seg.flags, seg.srcPort, seg.dstPort), (SYN | ACK, 443, 42000))
+        self.assertEqual(self.nat.dialing, 20)
+
     def test_retransmittedSyn(self):
         """
         The guest's retransmission of the same SYN does not dial again.
