@@ -99,6 +99,25 @@ def _stringField(body, name, request, default=MISSING):
     return value, None
 
 
+def _stringFields(request, *names, optional=()):
+    """
+    Read the JSON object body and the string fields C{names} (C{optional}
+    ones default to C{""}): C{([values...], None)}, or C{(None, body of a
+    400)} naming what was wrong.
+    """
+    body, refusal = readJSONObject(request)
+    if refusal is not None:
+        return None, refusal
+    values = []
+    for name in names:
+        value, refusal = _stringField(body, name, request,
+                                      default="" if name in optional else MISSING)
+        if refusal is not None:
+            return None, refusal
+        values.append(value)
+    return values, None
+
+
 class ForwardsResource(_Route):
     """
     C{GET /services/forwarder/all}: the forwards, sorted by local then protocol.
@@ -118,18 +137,11 @@ class ExposeResource(_Route):
     methods = (b"POST",)
 
     def handle(self, request):
-        body, refusal = readJSONObject(request)
+        values, refusal = _stringFields(request, "local", "remote", "protocol",
+                                        optional=("protocol",))
         if refusal is not None:
             return refusal
-        local, refusal = _stringField(body, "local", request)
-        if refusal is not None:
-            return refusal
-        remote, refusal = _stringField(body, "remote", request)
-        if refusal is not None:
-            return refusal
-        protocol, refusal = _stringField(body, "protocol", request, default="")
-        if refusal is not None:
-            return refusal
+        local, remote, protocol = values
         if not local:
             return writeError(request, 400, "local: missing")
         if remote.startswith(":"):
@@ -153,15 +165,10 @@ class UnexposeResource(_Route):
     methods = (b"POST",)
 
     def handle(self, request):
-        body, refusal = readJSONObject(request)
+        values, refusal = _stringFields(request, "local", "protocol", optional=("protocol",))
         if refusal is not None:
             return refusal
-        local, refusal = _stringField(body, "local", request)
-        if refusal is not None:
-            return refusal
-        protocol, refusal = _stringField(body, "protocol", request, default="")
-        if refusal is not None:
-            return refusal
+        local, protocol = values
         return _finishLater(request, self.gvtap.forwarder.unexpose(local, protocol or "tcp"),
                             "unexpose")
 
