@@ -31,14 +31,15 @@ class Gvtap:
     """
 
     def __init__(self, reactor, config: NetworkConfig, pcap=None,
-                 resolvConf="/etc/resolv.conf", dns=True, maxMACs=4096,
+                 resolvConf="/etc/resolv.conf", dns=True, maxMACsPerLink=64,
                  hostLoopback=True, ec2MetadataAccess=False, maxConnections=16384,
-                 dnsUpstreams=None, dnsHosts=None, guestAPI=True):
+                 dnsUpstreams=None, dnsHosts=None, guestAPI=True, linkGrace=60.0):
         self.reactor = reactor
         self.config = config
         self.counters = Counters(reactor)
         self.pcap = pcap
-        self.switch = Switch(reactor, self.counters, maxEntries=maxMACs, tap=pcap)
+        self.switch = Switch(reactor, self.counters, maxMACsPerLink=maxMACsPerLink, tap=pcap,
+                             linkGrace=linkGrace)
         self.network = VirtualNetwork(reactor, config, self.switch, self.counters)
         gateway = str(config.gatewayIP)
         self.dhcp = DHCPServer(

@@ -65,6 +65,10 @@ class Options(usage.Options):
                                  "(-1: no such forward). A port already taken is logged and skipped.", int],
         ["services-ca", None, None, "A PEM file of certificate authorities: every ssl: endpoint "
                                     "then requires a client certificate signed by one of them."],
+        ["link-grace", None, 60.0, "Seconds a dropped guest link keeps its connections and flows "
+                                   "for the guest to come back with the same MAC.", float],
+        ["max-macs-per-link", None, 64, "Cap on MAC addresses learnt on one guest link (a link "
+                                        "past it evicts its own oldest).", int],
     ]
     optFlags = [
         ["debug", None, "Log every dropped frame and bad input (normally at most one line per reason every 10 s)."],
@@ -161,6 +165,10 @@ class Options(usage.Options):
             self["services"] = [serverEndpointString(e) for e in self["services"]]
             if self["ssh-port"] != -1 and not 1 <= self["ssh-port"] <= 65535:
                 raise ConfigError(f"--ssh-port {self['ssh-port']} is not -1 or in 1..65535")
+            if self["link-grace"] < 0:
+                raise ConfigError(f"--link-grace {self['link-grace']} is negative")
+            if self["max-macs-per-link"] < 1:
+                raise ConfigError(f"--max-macs-per-link {self['max-macs-per-link']} is below 1")
             self["config"] = NetworkConfig(
                 subnet=self["subnet"], gatewayIP=self["gateway-ip"],
                 hostIP=self["host-ip"], deviceIP=self["device-ip"],
@@ -267,7 +275,8 @@ def makeService(options, reactor=None):
                   hostLoopback=not options["no-host-loopback"],
                   ec2MetadataAccess=options["ec2-metadata-access"],
                   maxConnections=options["max-connections"],
-                  dnsUpstreams=options["dns-upstream"], dnsHosts=options["dns-hosts"])
+                  dnsUpstreams=options["dns-upstream"], dnsHosts=options["dns-hosts"],
+                  linkGrace=options["link-grace"], maxMACsPerLink=options["max-macs-per-link"])
     top.gvtap = gvtap
     if options["debug"]:
         gvtap.counters.logInterval = 0.0

@@ -75,6 +75,12 @@ class FakeNetwork:
         self.icmpErrors.append(call)
         self._fire(call)
 
+    def linkFor(self, ip):
+        """
+        No guest link is known: flows belong to none.
+        """
+        return None
+
 
 def udpPacket(src, dst, srcPort, dstPort, data):
     """

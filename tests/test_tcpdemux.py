@@ -817,8 +817,8 @@ class ConnectTests(DemuxTestCase):
 
 class LinkBackpressureTests(DemuxTestCase):
     """
-    C{linkPaused}/C{linkResumed} reach the connections toward the paused
-    guest link only.
+    The network's C{linkPaused}/C{linkResumed} reach the connections toward
+    the paused guest link only.
     """
 
     def setUp(self):
@@ -846,7 +846,7 @@ class LinkBackpressureTests(DemuxTestCase):
         With the guest's link paused, its connection sends no data while the
         other guest's connection still does.
         """
-        self.demux.linkPaused(self.guest)
+        self.network.linkPaused(self.guest)
         self.writeBoth(b"data")
         self.assertEqual(self.payloads(self.guest), [])
         self.assertEqual(self.payloads(self.other), [b"data"])
@@ -855,10 +855,10 @@ class LinkBackpressureTests(DemuxTestCase):
         """
         When the link resumes, what was held is sent.
         """
-        self.demux.linkPaused(self.guest)
+        self.network.linkPaused(self.guest)
         self.writeBoth(b"data")
         self.taken(self.other)
-        self.demux.linkResumed(self.guest)
+        self.network.linkResumed(self.guest)
         self.clock.advance(0)
         self.assertEqual(self.payloads(self.guest), [b"data"])
         self.assertEqual(self.payloads(self.other), [])
@@ -867,13 +867,13 @@ class LinkBackpressureTests(DemuxTestCase):
         """
         A connection opened toward a guest whose link is paused starts paused.
         """
-        self.demux.linkPaused(self.guest)
+        self.network.linkPaused(self.guest)
         self.establish(self.factory, srcPort=GUEST_PORT + 1)
         third = self.factory.protocols[-1]
         third.transport.write(b"late")
         self.clock.advance(0)
         self.assertEqual(self.payloads(self.guest), [])
-        self.demux.linkResumed(self.guest)
+        self.network.linkResumed(self.guest)
         self.clock.advance(0)
         self.assertEqual(self.payloads(self.guest), [b"late"])
 
@@ -881,7 +881,7 @@ class LinkBackpressureTests(DemuxTestCase):
         """
         Pausing and resuming another link leaves this guest's data flowing.
         """
-        self.demux.linkPaused(self.other)
+        self.network.linkPaused(self.other)
         self.writeBoth(b"x")
         self.assertEqual(self.payloads(self.guest), [b"x"])
         self.assertEqual(self.payloads(self.other), [])

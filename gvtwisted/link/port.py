@@ -55,14 +55,19 @@ class SwitchPort:
 
     def detach(self):
         """
-        The link is gone: forget it and its MAC addresses.
+        The link is gone: resume it if it was paused, and leave the switch
+        (which keeps what the link held for its grace period).
         """
         if self.protocol is None:
             return
         self.protocol = None
+        if self.paused:
+            # Resume before leaving the switch, while the network can still
+            # tell which connections were blocked on this link.
+            self.paused = False
+            if self._onResume is not None:
+                self._onResume(self)
         self.switch.detach(self)
-        if self.paused and self._onResume is not None:
-            self._onResume(self)
         self.log.info("guest link down: {name}", name=self.name)
 
     def frameReceived(self, frame):

@@ -173,6 +173,10 @@ class FlowTable:
             self.counters.increment(self.prefix + ".flowsEvicted")
             self._closeFlow(oldest)
         flows[flow.key] = flow
+        link = self.network.linkFor(flow.key[0])
+        if link is not None:
+            # The guest's link frees the flow if it drops for good.
+            link.addFlow(flow, self)
         self.counters.increment(self.prefix + ".flowsOpened")
         if self._sweeper is None:
             self._sweeper = self.reactor.callLater(self.sweepInterval, self._sweep)
@@ -194,6 +198,19 @@ class FlowTable:
         if self._flows.get(flow.key) is flow:
             del self._flows[flow.key]
         self._closeFlow(flow)
+
+    def releaseFlow(self, flow):
+        """
+        The guest's link is gone for good: close C{flow} and its host socket.
+        """
+        self.counters.increment(self.prefix + ".flowsLinkGone")
+        self._removeFlow(flow)
+
+    def _unlink(self, flow):
+        link = flow.link
+        if link is not None:
+            flow.link = None
+            link.removeFlow(flow)
 
     def _sweep(self):
         """
@@ -246,7 +263,7 @@ class UDPFlow:
     """
 
     __slots__ = ("key", "guestIP", "guestPort", "dstIP", "dstPort", "realHost",
-                 "socket", "reader", "lastActive", "closed")
+                 "socket", "reader", "lastActive", "closed", "link")
 
     def __init__(self, key, realHost, sock, now):
         self.key = key
@@ -256,6 +273,7 @@ class UDPFlow:
         self.reader = None
         self.lastActive = now
         self.closed = False
+        self.link = None
 
 
 class UDPNAT(FlowTable):
@@ -391,6 +409,7 @@ class UDPNAT(FlowTable):
         if flow.closed:
             return
         flow.closed = True
+        self._unlink(flow)
         if flow.reader is not None:
             self.reactor.removeReader(flow.reader)
             flow.reader = None

@@ -66,6 +66,7 @@ class VirtualNetwork:
         self.leaseOwner = None
         self.gatewayPort = GatewayPort(self)
         switch.attach(self.gatewayPort, macs=[config.gatewayMAC])
+        switch.listeners.append(self)
         self._gwMAC = config.gatewayMAC
         self._gwIP = config.gatewayIPBytes
         self._hostIP = config.hostIPBytes
@@ -119,14 +120,54 @@ class VirtualNetwork:
     def linkPaused(self, port):
         """
         The guest link C{port} cannot take more frames now: TCP connections
-        toward guests behind it stop sending until L{linkResumed}.
+        toward guests behind it stop sending until L{linkResumed} (each looks
+        at its link's pause state itself; nothing is scanned).
         """
-        if self.tcp is not None:
-            self.tcp.linkPaused(port)
+        iface = self.switch.interfaceFor(port)
+        if iface is not None:
+            iface.pause()
 
     def linkResumed(self, port):
+        iface = self.switch.interfaceFor(port)
+        if iface is not None:
+            iface.resume()
+
+    def linkFor(self, ip: bytes):
+        """
+        The L{gvtwisted.stack.iface.LinkInterface} behind which the guest
+        address C{ip} was learnt, or L{None}.
+        """
+        entry = self._arpCache.get(ip)
+        if entry is None:
+            return None
+        return self.switch.interfaceOf(entry[0])
+
+    # -- the switch tells us about links ---------------------------------------
+
+    def macForgotten(self, iface, mac):
+        """
+        A MAC left its link (evicted, aged and claimed, or expired): the ARP
+        entries learnt at it go too, so that ARP and MAC entries age together.
+        """
+        neighbours = iface.neighbours
+        for ip in [ip for ip, m in neighbours.items() if m == mac]:
+            del neighbours[ip]
+            entry = self._arpCache.get(ip)
+            if entry is not None and entry[0] == mac:
+                del self._arpCache[ip]
+
+    def linkExpired(self, iface):
+        """
+        A link stayed down for its whole grace period: abort its guests' TCP
+        connections (closing their host sockets) and free their UDP and ICMP
+        flows. Its ARP entries go with its MACs; DHCP leases stay until they
+        expire.
+        """
         if self.tcp is not None:
-            self.tcp.linkResumed(port)
+            self.tcp.linkExpired(iface)
+        for flow, table in list(iface.flows.items()):
+            table.releaseFlow(flow)
+        iface.flows.clear()
 
     # -- frames in ----------------------------------------------------------
 
@@ -183,15 +224,31 @@ class VirtualNetwork:
             if owner is not None and owner != ethernet.formatMAC(mac):
                 self.counters.complain("ipv4.spoofedSource", socket.inet_ntoa(ip))
                 return False
+        iface = self.switch.interfaceOf(mac)
+        if iface is None:
+            # The switch did not learn the source (its link's table is full
+            # of permanent entries): an ARP entry would point nowhere.
+            self.counters.increment("drop.arp.unlearntMAC")
+            return False
         if len(self._arpCache) >= ARP_CACHE_MAX and ip not in self._arpCache:
             oldest = min(self._arpCache, key=lambda k: self._arpCache[k][1])
-            del self._arpCache[oldest]
+            self._forgetNeighbour(oldest)
+        if entry is not None:
+            self._forgetNeighbour(ip)
         self._arpCache[ip] = [mac, self.reactor.seconds()]
+        iface.neighbours[ip] = mac
         pending = self._pending.pop(ip, None)
         if pending is not None:
             for packet in pending[0]:
                 self._send(ETH_HEADER.pack(mac, self._gwMAC, ethernet.TYPE_IPV4) + packet)
         return True
+
+    def _forgetNeighbour(self, ip):
+        entry = self._arpCache.pop(ip, None)
+        if entry is not None:
+            iface = self.switch.interfaceOf(entry[0])
+            if iface is not None and iface.neighbours.get(ip) == entry[0]:
+                del iface.neighbours[ip]
 
     def _ipv4Received(self, frame):
         try:

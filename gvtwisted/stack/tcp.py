@@ -322,7 +322,8 @@ class TCPConnection:
         self._streamingProducer = False
         self._producerPaused = False
         self._feeding = False
-        self._linkPaused = False
+        # The LinkInterface the guest is behind, or None (not known yet).
+        self.link = None
         self._rtoDeferred = False
 
         self._timerKind = None
@@ -1864,24 +1865,31 @@ class TCPConnection:
     # ------------------------------------------------------------------
     # The link toward the guest.
 
-    def linkPaused(self):
+    @property
+    def _linkPaused(self):
         """
-        The guest's link cannot take frames: emit no data segments (pure ACKs
-        still go) and do not spend retransmission tries.
+        Whether the guest's link cannot take frames now; if so this connection
+        joins the link's blocked set, and L{linkResumed} is called when the
+        link resumes. While paused no data segment goes out (pure ACKs still
+        do) and no retransmission try is spent.
         """
-        self._linkPaused = True
+        link = self.link
+        if link is None or not link.paused:
+            return False
+        link.block(self)
+        return True
 
     def linkResumed(self):
         """
         The link takes frames again: retransmit what timed out meanwhile, then
-        send what the windows allow.
+        send what the windows allow (each segment re-checks the link, which
+        may pause again on the way).
         """
-        if not self._linkPaused:
-            return
-        self._linkPaused = False
         if self.state is CLOSED:
             return
         if self._rtoDeferred:
+            if self._linkPaused:
+                return
             self._rtoDeferred = False
             self._rtoExpired()
             if self.state is CLOSED:

@@ -20,18 +20,20 @@ from zope.interface import implementer
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import (
-    CannotListenError, ConnectError, ConnectionRefusedError, TimeoutError, UserError,
+    CannotListenError, ConnectError, ConnectionLost, ConnectionRefusedError, TimeoutError,
+    UserError,
 )
 from twisted.internet.interfaces import IConnector, IListeningPort
 from twisted.python.failure import Failure
 
-from gvtwisted.stack.tcp import TCPConnection
+from gvtwisted.stack.tcp import SYN_PENDING, SYN_RCVD, SYN_SENT, TCPConnection
 from gvtwisted.wire import ipv4
 from gvtwisted.wire import tcp as wiretcp
 
 ANY = b"\x00\x00\x00\x00"
 LIMITED_BROADCAST = b"\xff\xff\xff\xff"
 EPHEMERAL = (32768, 60999)
+_HANDSHAKE = (SYN_PENDING, SYN_SENT, SYN_RCVD)
 
 
 @implementer(IListeningPort)
@@ -106,7 +108,6 @@ class TCPDemux:
         self.mss = network.config.mtu - 40
         self._conns = {}
         self._listeners = {}
-        self._paused = set()
         self._nextPort = EPHEMERAL[0] + int.from_bytes(os.urandom(2), "big") % (
             EPHEMERAL[1] - EPHEMERAL[0])
 
@@ -208,6 +209,9 @@ class TCPDemux:
         key = (packet.src, seg.srcPort, packet.dst, seg.dstPort)
         conn = self._conns.get(key)
         if conn is not None:
+            if conn.link is None:
+                # An active open whose guest was unknown when it started.
+                self._attachLink(conn, packet.src)
             if not conn.segmentReceived(seg):
                 return
             # A SYN reopened a 4-tuple in TIME_WAIT: the old connection closed
@@ -260,19 +264,25 @@ class TCPDemux:
         )
         self._conns[key] = conn
         self.counters.increment("tcp.connectionsOpened")
-        port = self._portOf(remote)
-        if port is not None and port in self._paused:
-            conn.linkPaused()
+        self._attachLink(conn, remote)
         return conn
+
+    def _attachLink(self, conn, remote):
+        link = self.network.linkFor(remote)
+        if link is not None:
+            link.addConnection(conn)
 
     def _closed(self, key, conn):
         if self._conns.get(key) is conn:
             del self._conns[key]
+        link = conn.link
+        if link is not None:
+            link.removeConnection(conn)
 
     def _forget(self, conn):
         for key, c in list(self._conns.items()):
             if c is conn:
-                del self._conns[key]
+                self._closed(key, conn)
 
     def _reset(self, packet, seg):
         """
@@ -293,23 +303,23 @@ class TCPDemux:
     def connectionCount(self):
         return len(self._conns)
 
-    # -- backpressure from links -------------------------------------------
+    # -- the guest's link ------------------------------------------------------
 
-    def _portOf(self, remote):
-        mac = self.network.macFor(remote)
-        return self.network.switch.portFor(mac) if mac is not None else None
-
-    def linkPaused(self, port):
-        self._paused.add(port)
-        for (remote, _, _, _), conn in list(self._conns.items()):
-            if self._portOf(remote) is port:
-                conn.linkPaused()
-
-    def linkResumed(self, port):
-        self._paused.discard(port)
-        for (remote, _, _, _), conn in list(self._conns.items()):
-            if self._portOf(remote) is port:
-                conn.linkResumed()
+    def linkExpired(self, iface):
+        """
+        The link C{iface} stayed down for its whole grace period: abort every
+        connection whose guest was behind it. A connection still in its
+        handshake fails as if unanswered (a NAT dial in flight is cancelled);
+        an open one is aborted, so its protocol (and the host socket a NAT
+        connection splices it to) is closed.
+        """
+        for conn in list(iface.conns):
+            iface.removeConnection(conn)
+            self.counters.increment("tcp.abortedLinkGone")
+            if conn.state in _HANDSHAKE:
+                conn._failHandshake(ConnectionLost("the guest's link is gone"))
+            else:
+                conn.abortConnection()
 
 
 __all__ = ["TCPDemux", "VirtualTCPPort", "VirtualConnector",
