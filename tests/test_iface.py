@@ -13,7 +13,7 @@ from twisted.internet.testing import StringTransport
 from gvtwisted.link.listeners import LinkFactory
 from gvtwisted.services.nat_udp import FlowTable
 from gvtwisted.stack.iface import LinkInterface
-from gvtwisted.wire import ipv4
+from gvtwisted.wire import arp, ipv4
 from gvtwisted.wire.tcp import SYN
 
 from tests.test_tcpdemux import (
@@ -375,3 +375,62 @@ class InterfaceTests(DemuxTestCase):
         self.assertEqual(served, [good])
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
+
+
+class NeighbourTests(LinkTestCase):
+    """
+    ARP neighbours belong to the link they were learnt from.
+    """
+
+    def test_otherLinkCannotClaimAddress(self):
+        """
+        A link that claims the IP address of a guest on another live link
+        (with its own MAC) is refused and counted; the gateway's frames for
+        that address still go to the guest that holds it.
+        """
+        self.learn()
+        other, otherSide = self.newLink()
+        message = arp.build(arp.REQUEST, OTHER_MAC, GUEST_IP, b"\x00" * 6, GUEST_IP)
+        self.switch.receiveFrame(other, b"\xff" * 6 + OTHER_MAC + b"\x08\x06" + message)
+        self.assertEqual(self.network.macFor(GUEST_IP), GUEST_MAC)
+        self.assertEqual(self.counters.get("drop.ipv4.addressInUse"), 1)
+
+    def test_downLinkAddressMayBeClaimed(self):
+        """
+        The address of a guest whose link is down may be taken by a guest on
+        another link (a new VM with the old one's address).
+        """
+        self.learn()
+        self.guest.detach()
+        other, otherSide = self.newLink()
+        self.learn(port=other, mac=OTHER_MAC, ip=GUEST_IP)
+        self.assertIs(self.network.linkFor(GUEST_IP), self.iface(other))
+
+    def test_neighboursCapped(self):
+        """
+        A link holds at most as many neighbours as MACs; past that its own
+        least recently seen one goes, never another link's.
+        """
+        self.switch.maxMACsPerLink = 2
+        other, otherSide = self.newLink()
+        self.learn(port=other, mac=OTHER_MAC, ip=OTHER_IP)
+        for last in (10, 11, 12):
+            self.clock.advance(1)
+            self.learn(ip=bytes([192, 168, 127, last]))
+        self.assertEqual(sorted(self.iface().neighbours),
+                         [bytes([192, 168, 127, 11]), bytes([192, 168, 127, 12])])
+        self.assertIsNone(self.network.macFor(bytes([192, 168, 127, 10])))
+        self.assertEqual(self.network.macFor(OTHER_IP), OTHER_MAC)
+
+    def test_evictedMACTakesItsNeighbours(self):
+        """
+        ARP and MAC entries age together: when a link's MAC is evicted by its
+        cap, the ARP entries learnt at that MAC go with it.
+        """
+        self.switch.maxMACsPerLink = 1
+        self.learn()
+        self.clock.advance(1)
+        self.learn(mac=OTHER_MAC, ip=OTHER_IP)
+        self.assertIsNone(self.network.macFor(GUEST_IP))
+        self.assertIsNone(self.switch.portFor(GUEST_MAC))
+        self.assertEqual(self.network.macFor(OTHER_IP), OTHER_MAC)

@@ -230,12 +230,26 @@ class VirtualNetwork:
             # of permanent entries): an ARP entry would point nowhere.
             self.counters.increment("drop.arp.unlearntMAC")
             return False
-        if len(self._arpCache) >= ARP_CACHE_MAX and ip not in self._arpCache:
+        now = self.reactor.seconds()
+        if entry is not None:
+            holder = self.switch.interfaceOf(entry[0])
+            if (holder is not None and holder is not iface and holder.up
+                    and now - entry[1] <= self.switch.ageing):
+                # The address is in use by a guest on another live link: a
+                # link may not claim another link's neighbour.
+                self.counters.complain("ipv4.addressInUse", socket.inet_ntoa(ip))
+                return False
+            self._forgetNeighbour(ip)
+        if len(iface.neighbours) >= self.switch.maxMACsPerLink:
+            # A link's own neighbours are capped like its MACs: the least
+            # recently seen of them goes.
+            cache = self._arpCache
+            self._forgetNeighbour(min(iface.neighbours, key=lambda k: cache[k][1]))
+            self.counters.increment("arp.linkNeighboursFull")
+        if len(self._arpCache) >= ARP_CACHE_MAX:
             oldest = min(self._arpCache, key=lambda k: self._arpCache[k][1])
             self._forgetNeighbour(oldest)
-        if entry is not None:
-            self._forgetNeighbour(ip)
-        self._arpCache[ip] = [mac, self.reactor.seconds()]
+        self._arpCache[ip] = [mac, now]
         iface.neighbours[ip] = mac
         pending = self._pending.pop(ip, None)
         if pending is not None:
