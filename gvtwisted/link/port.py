@@ -74,7 +74,13 @@ class SwitchPort:
         values = self._values
         values["link.framesReceived"] += 1
         values["link.bytesReceived"] += len(frame)
-        self.switch.receiveFrame(self, frame)
+        try:
+            self.switch.receiveFrame(self, frame)
+        except Exception:
+            # Whatever a service behind the switch raised costs this frame
+            # only: it must not escape into the link's dataReceived, where
+            # Twisted would drop the link and every connection on it.
+            self.counters.failure("link.frame", self.name)
 
     def sendFrame(self, frame):
         """

@@ -301,7 +301,10 @@ class VirtualNetwork:
             return
         if not local:
             if self.nat is not None:
-                self.nat.icmpReceived(packet, icmpType, code, rest)
+                try:
+                    self.nat.icmpReceived(packet, icmpType, code, rest)
+                except Exception:
+                    self.counters.failure("nat.icmp", socket.inet_ntoa(packet.dst))
             else:
                 self.counters.increment("drop.icmp.noRoute")
             return
@@ -334,17 +337,31 @@ class VirtualNetwork:
                 self.counters.increment("drop.udp.noListener")
                 return
             self.counters.increment("udp.local")
-            port.protocol.datagramReceived(bytes(data), (socket.inet_ntoa(packet.src), srcPort))
+            self._deliverUDP(port, data, packet.src, srcPort)
             return
         port = self._udpPorts.get((packet.dst, dstPort))
         if port is not None:
             # A port bound on a non-gateway address (a UDP forward's source).
             self.counters.increment("udp.bound")
-            port.protocol.datagramReceived(bytes(data), (socket.inet_ntoa(packet.src), srcPort))
+            self._deliverUDP(port, data, packet.src, srcPort)
         elif self.nat is not None:
-            self.nat.udpReceived(packet, srcPort, dstPort, data)
+            try:
+                self.nat.udpReceived(packet, srcPort, dstPort, data)
+            except Exception:
+                self.counters.failure("nat.udp", socket.inet_ntoa(packet.dst))
         else:
             self.counters.increment("drop.udp.noRoute")
+
+    def _deliverUDP(self, port, data, src, srcPort):
+        """
+        Hand a datagram to the protocol of a virtual UDP port; what it raises
+        is logged and counted, and costs this datagram only (as with
+        Twisted's own C{udp.Port}).
+        """
+        try:
+            port.protocol.datagramReceived(bytes(data), (socket.inet_ntoa(src), srcPort))
+        except Exception:
+            self.counters.failure("udp.service", f"port {port.port}")
 
     # -- frames out ---------------------------------------------------------
 

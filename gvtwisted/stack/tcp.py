@@ -519,7 +519,7 @@ class TCPConnection:
         try:
             protocol.makeConnection(self)
         except BaseException:
-            self.log.failure("connectionMade of {protocol} failed", protocol=protocol)
+            self._protocolFailed("connectionMade")
             self._abortWith(Failure())
 
     def _failHandshake(self, exc):
@@ -1083,7 +1083,7 @@ class TCPConnection:
                 try:
                     protocol.dataReceived(data)
                 except BaseException:
-                    self.log.failure("dataReceived of {protocol} failed", protocol=protocol)
+                    self._protocolFailed("dataReceived")
                     self._abortWith(Failure())
                     return
                 if self.state is CLOSED:
@@ -1112,7 +1112,7 @@ class TCPConnection:
         try:
             halfCloseable.readConnectionLost()
         except BaseException:
-            self.log.failure("readConnectionLost of {protocol} failed", protocol=protocol)
+            self._protocolFailed("readConnectionLost")
             self._abortWith(Failure())
             return
         self._maybeFinish()
@@ -1606,7 +1606,7 @@ class TCPConnection:
         try:
             protocol.connectionLost(reason)
         except BaseException:
-            self.log.failure("connectionLost of {protocol} failed", protocol=protocol)
+            self._protocolFailed("connectionLost")
 
     def _enterClosed(self, reason, notifyLater=False):
         """
@@ -1898,6 +1898,19 @@ class TCPConnection:
         self._maybeIdleTimer()
 
     # ------------------------------------------------------------------
+
+    def _protocolFailed(self, callback):
+        """
+        The protocol's C{callback} raised: log it with its traceback (rate
+        limited through the counters, as C{error.tcp.protocol}); the caller
+        then costs this connection only.
+        """
+        counters = self.counters
+        if counters is not None:
+            counters.failure("tcp.protocol", f"{callback} of {self.protocol!r}")
+        else:
+            self.log.failure("{callback} of {protocol} failed", callback=callback,
+                             protocol=self.protocol)
 
     def _count(self, name, amount=1):
         counters = self.counters

@@ -238,8 +238,13 @@ class TCPDemux:
                 self._listeners.get((ANY, seg.dstPort))
             protocol = None
             if listener is not None:
-                protocol = listener.factory.buildProtocol(
-                    IPv4Address("TCP", socket.inet_ntoa(packet.src), seg.srcPort))
+                try:
+                    protocol = listener.factory.buildProtocol(
+                        IPv4Address("TCP", socket.inet_ntoa(packet.src), seg.srcPort))
+                except Exception:
+                    # A factory that raises costs this connection only.
+                    self.counters.failure("tcp.buildProtocol", f"port {seg.dstPort}")
+                    protocol = None
             if protocol is None:
                 self.counters.increment("tcp.refusedLocal")
                 conn.refuse()
@@ -247,7 +252,11 @@ class TCPDemux:
             conn.setProtocol(protocol)
             conn.acceptSyn()
         elif self.nat is not None:
-            self.nat.tcpSyn(conn)
+            try:
+                self.nat.tcpSyn(conn)
+            except Exception:
+                self.counters.failure("nat.tcp", conn.localAddr[0])
+                conn.abortConnection()
         else:
             conn.refuse()
 
