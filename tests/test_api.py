@@ -288,6 +288,19 @@ class ForwarderRouteTests(APITestMixin, SynchronousTestCase):
         self.assertEqual(r.code, 400)
         self.assertTrue(r.body.startswith(b"remote: "))
 
+    def test_remoteOutsideSubnet(self):
+        """
+        A remote that is not a guest address (outside the subnet, or the
+        gateway's, the host's or the broadcast address) is refused with 400
+        naming C{remote}, and nothing is forwarded.
+        """
+        for remote in ("10.0.0.5:80", "192.168.127.1:80", "192.168.127.254:80",
+                       "192.168.127.255:80", "192.168.127.0:80"):
+            r = self.expose({"local": "127.0.0.1:0", "remote": remote})
+            self.assertEqual(r.code, 400, remote)
+            self.assertTrue(r.body.startswith(b"remote: "), r.body)
+        self.assertEqual(self.gvtap.forwarder.all(), [])
+
     def test_guestSite(self):
         """
         The guest API serves the three forwarder routes and nothing else.

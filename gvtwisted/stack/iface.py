@@ -40,12 +40,14 @@ class LinkInterface:
     @ivar conns: the TCP connections whose guest end is behind this link.
     @ivar flows: the NAT flows (UDP, ICMP) of guests behind this link, each
         to the table that holds it.
+    @ivar dialing: how many NAT dials for guests behind this link are in
+        flight.
     @ivar blocked: the connections that found the link paused and wait for
         L{resume} (a dict used as an ordered set: first blocked, first served).
     """
 
     __slots__ = ("port", "name", "up", "paused", "macs", "neighbours", "conns",
-                 "flows", "blocked", "graceCall", "_resuming")
+                 "flows", "blocked", "graceCall", "dialing", "_resuming")
 
     log = Logger()
 
@@ -60,6 +62,7 @@ class LinkInterface:
         self.flows = {}
         self.blocked = {}
         self.graceCall = None
+        self.dialing = 0
         self._resuming = False
 
     def __repr__(self):
