@@ -265,6 +265,9 @@ def makeService(options, reactor=None):
         from twisted.internet import reactor
     from gvtwisted.assembly import Gvtap
     from gvtwisted.link.pcap import PcapWriter
+    from gvtwisted.limits import raiseFileLimit
+
+    raiseFileLimit()
 
     top = MultiService()
     pcap = None

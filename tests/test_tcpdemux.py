@@ -14,7 +14,7 @@ import struct
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import (
-    CannotListenError, ConnectionDone, ConnectionRefusedError, TimeoutError, UserError,
+    CannotListenError, ConnectError, ConnectionDone, ConnectionRefusedError, TimeoutError, UserError,
 )
 from twisted.internet.interfaces import IConnector, IListeningPort
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
@@ -617,6 +617,30 @@ class CapTests(DemuxTestCase):
         self.sendSegment(SYN)
         [(_, seg)] = self.taken()
         self.assertEqual(seg.flags, RST | ACK)
+
+    def test_connectTCPPastCapFails(self):
+        """
+        Past the cap C{connectTCP} itself fails: the factory hears
+        C{clientConnectionFailed(ConnectError)} in the next turn, nothing is
+        sent to the guest, and the count stays at the cap.
+        """
+        self.learn()
+        self.demux.connectTCP("192.168.127.2", 22, RecordingClientFactory())
+        self.demux.connectTCP("192.168.127.2", 23, RecordingClientFactory())
+        self.taken()
+        factory = RecordingClientFactory()
+        connector = self.demux.connectTCP("192.168.127.2", 24, factory)
+        self.assertEqual(factory.failures, [])
+        self.clock.advance(0)
+        [(failedConnector, reason)] = factory.failures
+        self.assertIs(failedConnector, connector)
+        self.assertTrue(reason.check(ConnectError))
+        self.assertEqual((factory.starts, factory.stops), (1, 1))
+        self.assertEqual(self.taken(), [])
+        self.assertEqual(self.demux.connectionCount(), 2)
+        self.assertEqual(self.counters.get("drop.tcp.tooManyConnections"), 1)
+        connector.stopConnecting()
+        connector.disconnect()
 
 
 class ConnectTests(DemuxTestCase):

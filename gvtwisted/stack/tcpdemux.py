@@ -9,7 +9,9 @@ any other address it goes to the NAT, which dials the real destination first and
 then accepts or refuses. Anything else that matches no connection is answered
 with RST, as RFC 9293 says for a closed port.
 
-Caps: C{maxConnections} connections in all; past it a SYN is refused (counted).
+Caps: C{maxConnections} connections in all, the guests' and those C{connectTCP}
+opens into them alike; past it a SYN is refused (counted) and C{connectTCP}
+fails.
 """
 
 import os
@@ -78,14 +80,15 @@ class VirtualConnector:
         C{clientConnectionFailed(UserError)}, as with Twisted's connectors.
         """
         conn = self.conn
-        if conn.state == "SYN_SENT":
+        if conn is not None and conn.state == "SYN_SENT":
             failed, conn.onConnectFailed = conn.onConnectFailed, None
             conn.abortConnection()
             if failed is not None:
                 failed(UserError())
 
     def disconnect(self):
-        self.conn.abortConnection()
+        if self.conn is not None:
+            self.conn.abortConnection()
 
     def connect(self):
         raise NotImplementedError("virtual connectors do not reconnect")
@@ -136,8 +139,23 @@ class TCPDemux:
         localPort = bindAddress[1] if bindAddress is not None and bindAddress[1] else \
             self._ephemeral(local, remote, port)
         key = (remote, port, local, localPort)
-        conn = self._makeConnection(key)
         destination = IPv4Address("TCP", host, port)
+        if len(self._conns) >= self.maxConnections:
+            # Connections into the guest count against the same cap as the
+            # guest's own: fail as Twisted's connectors do, asynchronously.
+            self.counters.complain("tcp.tooManyConnections", f"connect to {host}:{port}")
+            connector = VirtualConnector(self, None, factory, destination)
+            factory.doStart()
+            factory.startedConnecting(connector)
+            reason = Failure(ConnectError(string=f"{self.maxConnections} connections open"))
+
+            def refused():
+                factory.clientConnectionFailed(connector, reason)
+                factory.doStop()
+
+            self.reactor.callLater(0, refused)
+            return connector
+        conn = self._makeConnection(key)
         connector = VirtualConnector(self, conn, factory, destination)
         factory.doStart()
         factory.startedConnecting(connector)
