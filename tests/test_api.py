@@ -873,6 +873,14 @@ class TapTests(SynchronousTestCase):
             {"local": "127.0.0.1:2222", "remote": "192.168.127.2:22", "protocol": "tcp"},
             {"local": "127.0.0.1:8080", "remote": "192.168.127.2:80", "protocol": "tcp"}])
 
+    def test_linkOptionsReachSwitch(self):
+        """
+        C{--link-grace} and C{--max-macs-per-link} reach the switch.
+        """
+        top = self.makeService(ForwardReactor(), "--ssh-port", "-1", "--link-grace", "7.5",
+                               "--max-macs-per-link", "3")
+        self.assertEqual((top.gvtap.switch.linkGrace, top.gvtap.switch.maxMACsPerLink), (7.5, 3))
+
     def test_sshPortDisabled(self):
         """
         --ssh-port -1 exposes no ssh forward.
