@@ -877,6 +877,8 @@ class TapTests(SynchronousTestCase):
         """
         C{--link-grace} and C{--max-macs-per-link} reach the switch.
         """
+        from tests.test_forwarder import ForwardReactor
+
         top = self.makeService(ForwardReactor(), "--ssh-port", "-1", "--link-grace", "7.5",
                                "--max-macs-per-link", "3")
         self.assertEqual((top.gvtap.switch.linkGrace, top.gvtap.switch.maxMACsPerLink), (7.5, 3))
