@@ -974,3 +974,43 @@ class TimeWaitTests(DemuxTestCase):
         self.closeToTimeWait()
         self.clock.advance(60)
         self.assertEqual(self.demux.connectionCount(), 0)
+
+
+class UnresolvedGuestTests(DemuxTestCase):
+    """
+    C{connectTCP} into an address no guest answers ARP for fails when ARP
+    gives up (3 s), not after the connect timeout.
+    """
+
+    def test_failsWhenARPGivesUp(self):
+        """
+        The factory hears C{clientConnectionFailed(ConnectError)} once the
+        third ARP request went unanswered, and the connection is gone.
+        """
+        factory = RecordingClientFactory()
+        self.demux.connectTCP("192.168.127.50", 22, factory, timeout=30)
+        self.clock.pump([1.0, 1.0, 0.9])
+        self.assertEqual(factory.failures, [])
+        self.clock.advance(0.1)
+        [(_, reason)] = factory.failures
+        self.assertTrue(reason.check(ConnectError))
+        self.assertEqual(self.demux.connectionCount(), 0)
+        self.assertEqual(self.counters.get("tcp.unresolvedGuest"), 1)
+        self.assertEqual(self.demux._unresolved, {})
+
+    def test_answeredInTimeConnects(self):
+        """
+        A guest that answers ARP (and the SYN) in time is not failed later,
+        and nothing waits on its address any more.
+        """
+        factory = RecordingClientFactory()
+        self.demux.connectTCP("192.168.127.2", 22, factory, timeout=30)
+        self.learn()
+        self.clock.advance(1)
+        syn = [seg for _, seg in self.taken() if seg.flags & SYN][-1]
+        self.sendSegment(SYN | ACK, seq=ISN, ack=syn.seq + 1, srcPort=22, dstPort=syn.srcPort,
+                         dst=HOST_IP, options=wiretcp.mssOption(1460))
+        self.clock.advance(5)
+        self.assertEqual(factory.failures, [])
+        self.assertEqual(factory.protocols[0].made, 1)
+        self.assertEqual(self.demux._unresolved, {})

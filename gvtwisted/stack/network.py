@@ -451,6 +451,8 @@ class VirtualNetwork:
         if pending[1] >= ARP_TRIES:
             del self._pending[dst]
             self.counters.increment("drop.arp.unresolved", len(pending[0]))
+            if self.tcp is not None:
+                self.tcp.unresolved(dst)
             return
         pending[1] += 1
         request = arp.build(arp.REQUEST, self._gwMAC, self._gwIP, b"\x00" * 6, dst)

@@ -111,6 +111,8 @@ class TCPDemux:
         self.mss = network.config.mtu - 40
         self._conns = {}
         self._listeners = {}
+        # guest ip -> connections opened into it before its link was known.
+        self._unresolved = {}
         self._nextPort = EPHEMERAL[0] + int.from_bytes(os.urandom(2), "big") % (
             EPHEMERAL[1] - EPHEMERAL[0])
 
@@ -200,6 +202,8 @@ class TCPDemux:
 
         protocol.connectionLost = lost
         conn.onConnectFailed = failed
+        if conn.link is None:
+            self._unresolved.setdefault(remote, set()).add(conn)
         conn.connect()
         return connector
 
@@ -230,6 +234,7 @@ class TCPDemux:
             if conn.link is None:
                 # An active open whose guest was unknown when it started.
                 self._attachLink(conn, packet.src)
+                self._resolved(conn, packet.src)
             if not conn.segmentReceived(seg):
                 return
             # A SYN reopened a 4-tuple in TIME_WAIT: the old connection closed
@@ -299,9 +304,31 @@ class TCPDemux:
         if link is not None:
             link.addConnection(conn)
 
+    def _resolved(self, conn, remote):
+        waiting = self._unresolved.get(remote)
+        if waiting is not None:
+            waiting.discard(conn)
+            if not waiting:
+                del self._unresolved[remote]
+
+    def unresolved(self, remote):
+        """
+        ARP for the guest address C{remote} went unanswered: the connections
+        opened into it that are still waiting for their SYN-ACK fail now (a
+        forwarder then resets its host client) instead of after their
+        timeout.
+        """
+        for conn in list(self._unresolved.pop(remote, ())):
+            if conn.state is SYN_SENT:
+                self.counters.increment("tcp.unresolvedGuest")
+                conn._failHandshake(ConnectError(
+                    string=f"no guest answers for {socket.inet_ntoa(remote)}"))
+
     def _closed(self, key, conn):
         if self._conns.get(key) is conn:
             del self._conns[key]
+        if conn.link is None:
+            self._resolved(conn, key[0])
         link = conn.link
         if link is not None:
             link.removeConnection(conn)
