@@ -33,7 +33,8 @@ class Gvtap:
     def __init__(self, reactor, config: NetworkConfig, pcap=None,
                  resolvConf="/etc/resolv.conf", dns=True, maxMACsPerLink=64,
                  hostLoopback=True, ec2MetadataAccess=False, maxConnections=16384,
-                 dnsUpstreams=None, dnsHosts=None, guestAPI=True, linkGrace=60.0):
+                 dnsUpstreams=None, dnsHosts=None, guestAPI=True, linkGrace=60.0,
+                 maxLeasesPerLink=16):
         self.reactor = reactor
         self.config = config
         self.counters = Counters(reactor)
@@ -51,9 +52,11 @@ class Gvtap:
                 staticLeases={_mac(config.deviceMAC): str(config.deviceIP)},
                 reserved={gateway, str(config.hostIP)},
                 searchDomains=searchDomainsFromResolvConf(resolvConf),
+                maxLeasesPerLink=maxLeasesPerLink,
             ),
             reactor,
             self.counters,
+            linkOf=self._linkOfMAC,
         )
         self.network.listenUDP(67, self.dhcp)
         self.network.leaseOwner = self._leaseOwner
@@ -104,6 +107,13 @@ class Gvtap:
 
     def _leaseOwner(self, ip):
         return self.dhcp.macFor(ip)
+
+    def _linkOfMAC(self, mac):
+        try:
+            raw = bytes.fromhex(mac.replace(":", ""))
+        except ValueError:
+            return None
+        return self.switch.interfaceOf(raw)
 
 
 def _mac(raw: bytes) -> str:

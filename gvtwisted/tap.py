@@ -69,6 +69,8 @@ class Options(usage.Options):
                                    "for the guest to come back with the same MAC.", float],
         ["max-macs-per-link", None, 64, "Cap on MAC addresses learnt on one guest link (a link "
                                         "past it evicts its own oldest).", int],
+        ["max-leases-per-link", None, 16, "Cap on live DHCP pool leases held by the clients "
+                                          "behind one guest link.", int],
     ]
     optFlags = [
         ["debug", None, "Log every dropped frame and bad input (normally at most one line per reason every 10 s)."],
@@ -169,6 +171,8 @@ class Options(usage.Options):
                 raise ConfigError(f"--link-grace {self['link-grace']} is negative")
             if self["max-macs-per-link"] < 1:
                 raise ConfigError(f"--max-macs-per-link {self['max-macs-per-link']} is below 1")
+            if self["max-leases-per-link"] < 1:
+                raise ConfigError(f"--max-leases-per-link {self['max-leases-per-link']} is below 1")
             self["config"] = NetworkConfig(
                 subnet=self["subnet"], gatewayIP=self["gateway-ip"],
                 hostIP=self["host-ip"], deviceIP=self["device-ip"],
@@ -279,7 +283,8 @@ def makeService(options, reactor=None):
                   ec2MetadataAccess=options["ec2-metadata-access"],
                   maxConnections=options["max-connections"],
                   dnsUpstreams=options["dns-upstream"], dnsHosts=options["dns-hosts"],
-                  linkGrace=options["link-grace"], maxMACsPerLink=options["max-macs-per-link"])
+                  linkGrace=options["link-grace"], maxMACsPerLink=options["max-macs-per-link"],
+                  maxLeasesPerLink=options["max-leases-per-link"])
     top.gvtap = gvtap
     if options["debug"]:
         gvtap.counters.logInterval = 0.0

@@ -880,8 +880,9 @@ class TapTests(SynchronousTestCase):
         from tests.test_forwarder import ForwardReactor
 
         top = self.makeService(ForwardReactor(), "--ssh-port", "-1", "--link-grace", "7.5",
-                               "--max-macs-per-link", "3")
+                               "--max-macs-per-link", "3", "--max-leases-per-link", "2")
         self.assertEqual((top.gvtap.switch.linkGrace, top.gvtap.switch.maxMACsPerLink), (7.5, 3))
+        self.assertEqual(top.gvtap.dhcp.config.maxLeasesPerLink, 2)
 
     def test_sshPortDisabled(self):
         """

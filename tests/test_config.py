@@ -219,6 +219,7 @@ class OptionsTests(SynchronousTestCase):
             (("--listen", "http://127.0.0.1:80"), "scheme"),
             (("--link-grace", "-1"), "--link-grace"),
             (("--max-macs-per-link", "0"), "--max-macs-per-link"),
+            (("--max-leases-per-link", "0"), "--max-leases-per-link"),
         ]
         for args, fragment in cases:
             message = self.assertExits(*(listen + args))
