@@ -6,6 +6,7 @@ C{twistd gvtap} runs, with a C{Clock} or a real reactor.
 """
 
 from gvtwisted.config import NetworkConfig
+from gvtwisted.limits import DescriptorBudget
 from gvtwisted.services.dhcp import DHCPConfig, DHCPServer, searchDomainsFromResolvConf
 from gvtwisted.stack.counters import Counters
 from gvtwisted.stack.network import VirtualNetwork
@@ -34,7 +35,7 @@ class Gvtap:
                  resolvConf="/etc/resolv.conf", dns=True, maxMACsPerLink=64,
                  hostLoopback=True, ec2MetadataAccess=False, maxConnections=16384,
                  dnsUpstreams=None, dnsHosts=None, guestAPI=True, linkGrace=60.0,
-                 maxLeasesPerLink=16):
+                 maxLeasesPerLink=16, descriptorReserve=64):
         self.reactor = reactor
         self.config = config
         self.counters = Counters(reactor)
@@ -70,6 +71,10 @@ class Gvtap:
                          ec2MetadataAccess=ec2MetadataAccess),
         )
         self.tcp.nat = self.nat
+        # The NAT leaves the last descriptors to the API and new guest links.
+        self.descriptors = DescriptorBudget(reactor, reserve=descriptorReserve)
+        for part in (self.nat.tcp, self.nat.udp, self.nat.icmp):
+            part.descriptors = self.descriptors
         self.network.nat = self.nat
         self.dns = None
         if dns:

@@ -8,7 +8,7 @@ import resource
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from gvtwisted.limits import raiseFileLimit
+from gvtwisted.limits import DescriptorBudget, countOpenDescriptors, raiseFileLimit
 
 
 class FakeResource:
@@ -82,3 +82,57 @@ class RaiseFileLimitTests(SynchronousTestCase):
         self.assertEqual(resource.getrlimit(resource.RLIMIT_NOFILE)[0], soft)
         if hard != resource.RLIM_INFINITY:
             self.assertEqual(soft, hard)
+
+
+class DescriptorBudgetTests(SynchronousTestCase):
+    """
+    L{DescriptorBudget} keeps C{reserve} descriptors out of the NAT's reach.
+    """
+
+    def setUp(self):
+        from twisted.internet.task import Clock
+
+        self.clock = Clock()
+        self.open = 100
+        self.counts = 0
+
+    def count(self):
+        self.counts += 1
+        return self.open
+
+    def test_room(self):
+        """
+        Room is the soft limit less the reserve less what is open.
+        """
+        budget = DescriptorBudget(self.clock, reserve=64, soft=200, count=self.count)
+        self.assertEqual(budget.room(), 36)
+        self.open = 136
+        self.clock.advance(1)
+        self.assertEqual(budget.room(), 0)
+
+    def test_countedAtMostEveryInterval(self):
+        """
+        Within the recount interval the count is not taken again, but each
+        descriptor the NAT took is subtracted.
+        """
+        budget = DescriptorBudget(self.clock, reserve=0, soft=200, count=self.count,
+                                  recount=0.05)
+        self.assertEqual(budget.room(), 100)
+        budget.took()
+        budget.took(2)
+        self.assertEqual(budget.room(), 97)
+        self.assertEqual(self.counts, 1)
+        self.clock.advance(0.05)
+        self.assertEqual(budget.room(), 100)
+        self.assertEqual(self.counts, 2)
+
+    def test_realCount(self):
+        """
+        The real count sees a descriptor this process opens.
+        """
+        import os
+
+        before = countOpenDescriptors()
+        fd = os.open(os.devnull, os.O_RDONLY)
+        self.addCleanup(os.close, fd)
+        self.assertEqual(countOpenDescriptors(), before + 1)

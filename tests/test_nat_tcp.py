@@ -343,6 +343,24 @@ class DialTests(NATTestCase):
         self.assertEqual(self.counters.get("drop.nat.tcp.noDescriptors"), 2)
         self.assertEqual(self.counters.get("nat.tcp.unreachable"), 0)
 
+    def test_descriptorReserveResets(self):
+        """
+        With no room left above the reserve of descriptors, a SYN is answered
+        with RST at once and not dialled: the last descriptors are the API's
+        and new links'.
+        """
+
+        class Full:
+            def room(self):
+                return 0
+
+        self.nat.descriptors = Full()
+        self.syn()
+        [(_, seg)] = self.taken()
+        self.assertEqual(seg.flags, RST | ACK)
+        self.assertEqual(self.reactor.tcpClients, [])
+        self.assertEqual(self.counters.get("drop.nat.tcp.noDescriptors"), 1)
+
     def test_dialTimeout(self):
         """
         A dial that times out becomes ICMP host unreachable.

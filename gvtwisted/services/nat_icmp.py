@@ -164,6 +164,8 @@ class ICMPNAT(FlowTable):
             return None
         if self.mode is None:
             self.mode = availableMode()
+        if self.mode == MODE_DATAGRAM and not self._descriptorRoom():
+            return None
         flow = ICMPFlow(key, where, self.reactor.seconds())
         try:
             if self.mode == MODE_DATAGRAM:

@@ -56,6 +56,8 @@ class TCPNAT:
         self.dialTimeout = dialTimeout
         self.maxDials = maxDials
         self.maxDialsPerLink = maxDialsPerLink
+        # A gvtwisted.limits.DescriptorBudget, or None for no reserve.
+        self.descriptors = None
         self.dialing = 0
 
     def tcpSyn(self, conn):
@@ -75,6 +77,13 @@ class TCPNAT:
             else:
                 conn.refuse()
             return
+        descriptors = self.descriptors
+        if descriptors is not None and descriptors.room() <= 0:
+            # The last descriptors are the API's and new links': refuse as a
+            # dial that ran out of them would, with RST at once.
+            self.counters.complain("nat.tcp.noDescriptors", localIP)
+            conn.refuse()
+            return
         link = conn.link
         if self.dialing >= self.maxDials or (
                 link is not None and link.dialing >= self.maxDialsPerLink):
@@ -87,6 +96,8 @@ class TCPNAT:
         self.dialing += 1
         if link is not None:
             link.dialing += 1
+        if descriptors is not None:
+            descriptors.took()
         self.counters.increment("nat.tcp.dials")
         guestSide = SpliceSide(self.counters, "nat.tcp.bytesFromGuest")
         hostSide = SpliceSide(self.counters, "nat.tcp.bytesToGuest")

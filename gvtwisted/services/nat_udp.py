@@ -155,6 +155,8 @@ class FlowTable:
         self.sweepInterval = idleTimeout / 4.0
         self._flows = OrderedDict()
         self._sweeper = None
+        # A gvtwisted.limits.DescriptorBudget, or None for no reserve.
+        self.descriptors = None
 
     def flowCount(self) -> int:
         """
@@ -198,6 +200,20 @@ class FlowTable:
         if self._flows.get(flow.key) is flow:
             del self._flows[flow.key]
         self._closeFlow(flow)
+
+    def _descriptorRoom(self) -> bool:
+        """
+        Whether a flow may open a host socket without eating into the
+        descriptors kept for the API and new guest links.
+        """
+        descriptors = self.descriptors
+        if descriptors is None:
+            return True
+        if descriptors.room() <= 0:
+            self.counters.complain(self.prefix + ".noDescriptors")
+            return False
+        descriptors.took()
+        return True
 
     def releaseFlow(self, flow):
         """
@@ -331,6 +347,8 @@ class UDPNAT(FlowTable):
             self.counters.increment("drop.nat.udp." + where.reason)
             if where.icmpCode is not None:
                 self.network.sendICMPError(packet, icmp.DEST_UNREACHABLE, where.icmpCode)
+            return None
+        if not self._descriptorRoom():
             return None
         sock = None
         try:
