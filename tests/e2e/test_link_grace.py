@@ -14,6 +14,7 @@ the host's loopback reached through 192.168.127.254.
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -77,6 +78,19 @@ def stats(sock):
     return json.loads(run(["curl", "-sS", "--unix-socket", sock, "http://gvtap/stats"]).stdout)
 
 
+def startServer(testCase, code, name):
+    """
+    Run the server C{code} on the host; return the port it printed.
+    """
+    script = os.path.join(testCase.tempDir, f"{name}.py")
+    with open(script, "w") as f:
+        f.write(code)
+    process = Process(testCase, [sys.executable, script], name)
+    port = waitFor(lambda: process.output().strip().split("\n")[0]
+                   if process.output().strip() else None, what=f"{name} to listen")
+    return int(port)
+
+
 class LinkGraceTests(E2EMixin, SynchronousTestCase):
     """
     What a guest leaves behind when its link goes.
@@ -86,13 +100,7 @@ class LinkGraceTests(E2EMixin, SynchronousTestCase):
         skip = SKIP
 
     def startServer(self, code, name):
-        script = os.path.join(self.tempDir, f"{name}.py")
-        with open(script, "w") as f:
-            f.write(code)
-        process = Process(self, [sys.executable, script], name)
-        port = waitFor(lambda: process.output().strip().split("\n")[0]
-                       if process.output().strip() else None, what=f"{name} to listen")
-        return int(port)
+        return startServer(self, code, name)
 
     def guest(self, sock, ip, mac, **kw):
         ns = Namespace(self)
@@ -273,3 +281,226 @@ def _httpPort(output):
         return None
     digits = "".join(ch for ch in output[index + len(marker):].split()[0] if ch.isdigit())
     return int(digits) if digits else None
+
+
+# In the guest: N connections at once; prints how many worked (echoed), how
+# many were reset, how many failed otherwise, and the slowest refusal.
+MANY_CLIENT = r"""
+import json, socket, sys, time
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+ok, reset, other, slowest, socks = 0, 0, 0, 0.0, []
+for i in range(n):
+    started = time.monotonic()
+    try:
+        s = socket.create_connection((host, port), timeout=20)
+        socks.append(s)
+    except ConnectionRefusedError:
+        reset += 1
+        slowest = max(slowest, time.monotonic() - started)
+    except OSError as e:
+        other += 1
+print("opened", flush=True)
+sys.stdin.readline()
+for s in socks:
+    try:
+        s.sendall(b"ping")
+        ok += s.recv(16) == b"ping"
+    except OSError:
+        pass
+    s.close()
+print(json.dumps({"ok": ok, "open": len(socks), "reset": reset, "other": other,
+                  "slowest": slowest}), flush=True)
+"""
+
+ECHO_SERVER = r"""
+import socket, threading
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 0)); s.listen(1024)
+print(s.getsockname()[1], flush=True)
+def serve(c):
+    try:
+        while True:
+            d = c.recv(65536)
+            if not d: break
+            c.sendall(d)
+    except OSError:
+        pass
+    c.close()
+while True:
+    c, _ = s.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()
+"""
+
+
+class FileLimitTests(E2EMixin, SynchronousTestCase):
+    """
+    (d) The daemon under C{prlimit --nofile=256}.
+    """
+
+    if SKIP or shutil.which("prlimit") is None:
+        skip = SKIP or "needs prlimit"
+
+    def test_thousandConnections(self):
+        """
+        1000 connections from a guest to a host server: those past the limit
+        are reset at once, the rest work; the control API answers while the
+        NAT is at its limit; afterwards a 10 MiB download arrives intact.
+        """
+        from tests.e2e.harness import TWISTD
+
+        sock = os.path.join(self.tempDir, "gvtap.sock")
+        daemon = Process(self, ["prlimit", "--nofile=256", "--"] + TWISTD + [
+            "-n", "--pidfile=", "gvtap", "--ssh-port", "-1", "--listen", f"unix:{sock}"],
+            "gvtap")
+        waitFor(lambda: os.path.exists(sock) or not daemon.alive(), what="the daemon's socket")
+        self.assertTrue(daemon.alive(), daemon.output())
+        self.assertIn("soft limit 256", daemon.output())
+        echoPort = startServer(self, ECHO_SERVER, "echo")
+        ns = Namespace(self)
+        self.startGuest(ns, sock)
+        ns.run("ip", "addr", "add", "192.168.127.2/24", "dev", "tap0")
+        ns.run("ip", "route", "add", "default", "via", "192.168.127.1")
+        script = os.path.join(self.tempDir, "many.py")
+        with open(script, "w") as f:
+            f.write(MANY_CLIENT)
+        client = subprocess.Popen(ns.exec("prlimit", "--nofile=4096", "--", sys.executable,
+                                          script, HOST, str(echoPort), "1000"),
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.addCleanup(lambda: client.poll() is None and client.kill())
+        started = time.monotonic()
+        self.assertEqual(client.stdout.readline().strip(), "opened")
+        elapsed = time.monotonic() - started
+        # At the limit, the API still answers: the reserve is its.
+        body = stats(sock)
+        client.stdin.write("\n")
+        client.stdin.flush()
+        result = json.loads(client.stdout.readline())
+        client.wait(30)
+        self.assertEqual(result["other"], 0, result)
+        self.assertGreater(result["reset"], 0, result)
+        self.assertGreater(result["open"], 50, result)
+        self.assertEqual(result["ok"], result["open"], result)
+        self.assertEqual(result["open"] + result["reset"], 1000)
+        self.assertLess(result["slowest"], 2.0, result)
+        self.assertLess(elapsed, 60)
+        self.assertGreater(body["counters"].get("drop.nat.tcp.noDescriptors", 0), 0)
+        # Afterwards a download works and is intact.
+        path = os.path.join(self.tempDir, "ten.bin")
+        with open(path, "wb") as f:
+            f.write(os.urandom(10 << 20))
+        web = Process(self, [sys.executable, "-m", "http.server", "--bind", "127.0.0.1",
+                             "--directory", self.tempDir, "0"], "http")
+        port = waitFor(lambda: _httpPort(web.output()), what="http.server")
+        out = os.path.join(self.tempDir, "got.bin")
+        waitFor(lambda: ns.run("curl", "-sS", "--max-time", "60", "-o", out,
+                               f"http://{HOST}:{port}/ten.bin", check=False,
+                               timeout=90).returncode == 0,
+                timeout=60, interval=1, what="the download")
+        self.assertEqual(_sha256(out), _sha256(path))
+        self.assertTrue(daemon.alive())
+
+
+# In the guest: COUNT DISCOVERs from as many made-up MACs, each completed to a
+# DORA when the second argument says so; prints offers and acks received.
+DHCP_FLOOD = r"""
+import json, select, socket, struct, sys, time
+count, dora = int(sys.argv[1]), sys.argv[2] == "dora"
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+s.bind(("tap0", 0))
+
+def checksum(data):
+    if len(data) % 2: data += b"\0"
+    total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    while total >> 16: total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+def frame(mac, xid, kind, requested=None):
+    options = bytes([53, 1, kind])
+    if requested:
+        options += bytes([50, 4]) + requested + bytes([54, 4]) + bytes([192, 168, 127, 1])
+    options += b"\xff"
+    bootp = struct.pack("!BBBBIHHIIII", 1, 1, 6, 0, xid, 0, 0x8000, 0, 0, 0, 0)
+    bootp += mac + b"\0" * 10 + b"\0" * 192 + b"\x63\x82\x53\x63" + options
+    udp = struct.pack("!HHHH", 68, 67, 8 + len(bootp), 0) + bootp
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
+                     b"\0" * 4, b"\xff" * 4)
+    ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
+    return b"\xff" * 6 + mac + b"\x08\x00" + ip + udp
+
+def replies(deadline):
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([s], [], [], left)[0]:
+            return
+        data = s.recv(4096)
+        if len(data) < 282 or data[23] != 17 or data[36:38] != b"\x00\x44":
+            continue
+        bootp = data[42:]
+        xid = struct.unpack("!I", bootp[4:8])[0]
+        opts = bootp[240:]
+        kind = None
+        i = 0
+        while i < len(opts) and opts[i] != 255:
+            if opts[i] == 0: i += 1; continue
+            if opts[i] == 53: kind = opts[i + 2]
+            i += 2 + opts[i + 1]
+        yield xid, kind, bootp[16:20]
+
+offers = acks = 0
+if not dora:
+    # All at once, then whatever offers come within a second.
+    for i in range(count):
+        s.send(frame(b"\x02\x11" + i.to_bytes(4, "big"), i, 1))
+    offers = sum(1 for xid, kind, _ in replies(time.monotonic() + 1.0) if kind == 2)
+    count = 0
+for i in range(count):
+    mac = b"\x02\x11" + i.to_bytes(4, "big")
+    s.send(frame(mac, i, 1))
+    for xid, kind, yiaddr in replies(time.monotonic() + 0.05):
+        if xid == i and kind == 2:
+            offers += 1
+            if dora:
+                s.send(frame(mac, i, 3, yiaddr))
+                for xid2, kind2, _ in replies(time.monotonic() + 0.05):
+                    if xid2 == i and kind2 == 5:
+                        acks += 1
+                        break
+            break
+print(json.dumps({"offers": offers, "acks": acks}))
+"""
+
+
+class DHCPFloodTests(E2EMixin, SynchronousTestCase):
+    """
+    (g) One link cannot take the pool.
+    """
+
+    if SKIP or skipReason("udhcpc"):
+        skip = SKIP or skipReason("udhcpc")
+
+    def test_floodThenNewGuest(self):
+        """
+        300 DISCOVERs and then 300 DORAs from one link get at most
+        C{--max-leases-per-link} offers and leases; a new guest on another
+        link then gets a lease at once.
+        """
+        daemon, sock = self.startDaemon()
+        flooder = Namespace(self)
+        self.startGuest(flooder, sock, mac="5a:94:ef:e4:0c:01")
+        script = os.path.join(self.tempDir, "dhcpflood.py")
+        with open(script, "w") as f:
+            f.write(DHCP_FLOOD)
+        for mode in ("discover", "dora"):
+            result = json.loads(flooder.run(sys.executable, script, "300", mode,
+                                            timeout=120).stdout)
+            self.assertLessEqual(result["offers"], 16, result)
+            self.assertGreater(result["offers"], 0, result)
+            if mode == "dora":
+                self.assertEqual(result["acks"], result["offers"], result)
+        newcomer = Namespace(self)
+        self.startGuest(newcomer, sock, mac="5a:94:ef:e4:0c:02")
+        started = time.monotonic()
+        lease = self.dhcp(newcomer)
+        self.assertLess(time.monotonic() - started, 5)
+        self.assertTrue(lease.get("ip", "").startswith("192.168.127."), lease)
+        counters = stats(sock)["counters"]
+        self.assertGreater(counters.get("drop.dhcp.linkLeasesFull", 0), 0)
