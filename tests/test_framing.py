@@ -266,6 +266,7 @@ class BatchTests(SynchronousTestCase):
         self.clock = Clock()
         self.protocol = Recorder(LE16, clock=self.clock)
         self.protocol.maxBatch = 10
+        self.protocol.maxBatchTime = 60.0
         self.transport = StringTransport()
         self.protocol.makeConnection(self.transport)
 
@@ -310,13 +311,31 @@ class BatchTests(SynchronousTestCase):
 
     def test_smallReadsUntouched(self):
         """
-        A read of no more than C{maxBatch} frames is handled at once, and the
-        transport never paused.
+        A read that fits one batch is handled at once, and the transport
+        never paused.
         """
         self.protocol.dataReceived(encodeFrame(LE16, FRAME_A) * 10)
         self.assertEqual(len(self.protocol.frames), 10)
         self.assertEqual(self.transport.producerState, "producing")
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_timeBudget(self):
+        """
+        Frames that take long stop the batch early: past C{maxBatchTime} the
+        rest waits for the next turn.
+        """
+        import time
+
+        self.protocol.maxBatchTime = 0.001
+        self.protocol.frameReceived = lambda frame: (self.protocol.frames.append(frame),
+                                                     time.sleep(0.002))
+        self.protocol.dataReceived(encodeFrame(LE16, FRAME_A) * 9)
+        self.assertEqual(len(self.protocol.frames), 1)
+        self.assertEqual(self.transport.producerState, "paused")
+        for _ in range(8):
+            self.oneTurn()
+        self.assertEqual(len(self.protocol.frames), 9)
+        self.assertEqual(self.transport.producerState, "producing")
 
     def test_lostDropsBacklog(self):
         """

@@ -11,16 +11,17 @@ the decoder keeps at most one partial frame and walks complete ones in place.
 A zero length or one over L{MAX_FRAME} is a protocol error: the link is closed,
 because once the framing is lost nothing later on the stream can be trusted.
 
-A protocol with C{maxBatch} set handles at most that many frames of one link
-per reactor turn: the rest of a read waits in a backlog (the transport stops
-reading meanwhile, so the kernel's buffer holds what follows) and is taken
-C{maxBatch} at a time in later turns. One guest's flood of small frames (a port
+A protocol with C{maxBatch} set handles at most that many frames of one link,
+and at most C{maxBatchTime} seconds' worth, per reactor turn: the rest of a read
+waits in a backlog (the transport stops reading meanwhile, so the kernel's
+buffer holds what follows) and is taken a batch at a time in later turns. One guest's flood of small frames (a port
 scan fits a thousand SYNs in one read) then costs the other links one batch of
 latency, not the whole read.
 """
 
 import struct
 from collections import deque
+from time import perf_counter
 
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -110,6 +111,10 @@ class FramedLinkProtocol(Protocol):
     log = Logger()
     # Frames handled per reactor turn; None: every frame of a read at once.
     maxBatch = None
+    # With maxBatch: at most this many seconds of frames per turn, and a read
+    # of at most cheapBatch frames is handled at once without timing.
+    maxBatchTime = 0.001
+    cheapBatch = 8
 
     def __init__(self, header=None, maxFrame=MAX_FRAME, clock=None):
         """
@@ -123,6 +128,7 @@ class FramedLinkProtocol(Protocol):
         self._clock = clock
         self._backlog = None
         self._batchCall = None
+        self._readingPaused = False
 
     def frameReceived(self, frame: bytes):
         """
@@ -156,15 +162,12 @@ class FramedLinkProtocol(Protocol):
         if self._backlog is not None:
             self._backlog.extend(frames)
             return
-        if batch is None or len(frames) <= batch:
+        if batch is None or len(frames) <= self.cheapBatch:
             for frame in frames:
                 self.frameReceived(frame)
             return
-        for frame in frames[:batch]:
-            self.frameReceived(frame)
-        self._backlog = deque(frames[batch:])
-        self.transport.pauseProducing()
-        self._scheduleBatch()
+        self._backlog = deque(frames)
+        self._nextBatch()
 
     def _scheduleBatch(self):
         clock = self._clock
@@ -181,15 +184,23 @@ class FramedLinkProtocol(Protocol):
         backlog = self._backlog
         if backlog is None:
             return
+        deadline = perf_counter() + self.maxBatchTime
         for _ in range(min(self.maxBatch, len(backlog))):
             self.frameReceived(backlog.popleft())
             if self._backlog is None:
                 return
+            if perf_counter() > deadline:
+                break
         if backlog:
+            if not self._readingPaused:
+                self._readingPaused = True
+                self.transport.pauseProducing()
             self._scheduleBatch()
         else:
             self._backlog = None
-            self.transport.resumeProducing()
+            if self._readingPaused:
+                self._readingPaused = False
+                self.transport.resumeProducing()
 
     def connectionLost(self, reason):
         self._dropBacklog()

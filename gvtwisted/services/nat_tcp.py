@@ -47,7 +47,7 @@ class TCPNAT:
     log = Logger()
 
     def __init__(self, reactor, network, counters, hostLoopback=True,
-                 ec2MetadataAccess=False, dialTimeout=30.0, maxDials=512, maxDialsPerLink=256):
+                 ec2MetadataAccess=False, dialTimeout=30.0, maxDials=512, maxDialsPerLink=64):
         self.reactor = reactor
         self.network = network
         self.counters = counters
@@ -59,6 +59,18 @@ class TCPNAT:
         # A gvtwisted.limits.DescriptorBudget, or None for no reserve.
         self.descriptors = None
         self.dialing = 0
+
+    def admits(self, link) -> bool:
+        """
+        Whether a SYN from behind C{link} may be dialled now: checked before
+        the connection is even made, so that a guest's flood of SYNs past the
+        caps costs little. Past a cap the SYN is dropped (counted), not reset.
+        """
+        if self.dialing >= self.maxDials or (
+                link is not None and link.dialing >= self.maxDialsPerLink):
+            self.counters.complain("nat.tcp.tooManyDials")
+            return False
+        return True
 
     def tcpSyn(self, conn):
         """

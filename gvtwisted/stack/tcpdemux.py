@@ -254,6 +254,11 @@ class TCPDemux:
             self.counters.complain("tcp.tooManyConnections")
             self._reset(packet, seg)
             return
+        if not local:
+            admits = getattr(self.nat, "admits", None)
+            if admits is not None and not admits(self.network.linkFor(packet.src)):
+                # Dropped: the guest retransmits its SYN.
+                return
         conn = self._makeConnection(key)
         conn.receiveSyn(seg)
         if local:

@@ -504,3 +504,104 @@ class DHCPFloodTests(E2EMixin, SynchronousTestCase):
         self.assertTrue(lease.get("ip", "").startswith("192.168.127."), lease)
         counters = stats(sock)["counters"]
         self.assertGreater(counters.get("drop.dhcp.linkLeasesFull", 0), 0)
+
+
+# In the guest: connect to every port of ADDR (non-blocking, 1000 at a time),
+# then nothing; prints how many were refused.
+SCAN = r"""
+import errno, select, socket, sys, time
+host = sys.argv[1]
+refused = 0
+for start in range(1, 65536, 1000):
+    socks = []
+    for port in range(start, min(start + 1000, 65536)):
+        s = socket.socket(); s.setblocking(False)
+        s.connect_ex((host, port)); socks.append(s)
+    deadline = time.monotonic() + 2
+    pending = list(socks)
+    while pending and time.monotonic() < deadline:
+        _, writable, _ = select.select([], pending, [], 0.2)
+        for s in writable:
+            if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == errno.ECONNREFUSED:
+                refused += 1
+            pending.remove(s)
+    for s in socks:
+        s.close()
+print(refused, flush=True)
+"""
+
+# In the guest: DNS queries for a local name as fast as it can for SECONDS.
+DNS_FLOOD = r"""
+import os, socket, struct, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.setblocking(False)
+name = b"".join(bytes([len(p)]) + p for p in b"gateway.containers.internal".split(b".")) + b"\0"
+end = time.monotonic() + float(sys.argv[1])
+sent = 0
+while time.monotonic() < end:
+    q = struct.pack("!HHHHHH", sent & 0xFFFF, 0x0100, 1, 0, 0, 0) + name + b"\x00\x01\x00\x01"
+    try:
+        s.sendto(q, ("192.168.127.1", 53)); sent += 1
+    except BlockingIOError:
+        time.sleep(0.0005)
+    try:
+        while True: s.recv(512)
+    except BlockingIOError:
+        pass
+print(sent, flush=True)
+"""
+
+
+class FairnessTests(E2EMixin, SynchronousTestCase):
+    guest = LinkGraceTests.guest
+
+    """
+    (f) One guest's port scan and DNS flood do not starve another guest.
+    """
+
+    if SKIP:
+        skip = SKIP
+
+    def test_scanAndDNSFloodDoNotStarvePings(self):
+        """
+        With the daemon in a namespace of the test's own (so the scan of the
+        host address reaches only that namespace's loopback), one guest
+        connects to every port of the host and floods DNS while the other's
+        pings to the gateway keep a median under 5 ms.
+        """
+        from tests.e2e.harness import TWISTD
+
+        home = Namespace(self, prefix="gvtdaemon")
+        sock = os.path.join(self.tempDir, "gvtap.sock")
+        daemon = Process(self, home.exec(*TWISTD, "-n", "--pidfile=", "gvtap", "--ssh-port",
+                                         "-1", "--listen", f"unix:{sock}"), "gvtap")
+        waitFor(lambda: os.path.exists(sock) or not daemon.alive(), what="the daemon's socket")
+        self.assertTrue(daemon.alive(), daemon.output())
+        scanner, _ = self.guest(sock, "192.168.127.2", MAC_A)
+        victim, _ = self.guest(sock, "192.168.127.3", MAC_B)
+        victim.run("ping", "-c", "2", "-W", "2", "192.168.127.1")
+        for name, code in (("scan", SCAN), ("dnsflood", DNS_FLOOD)):
+            with open(os.path.join(self.tempDir, f"{name}.py"), "w") as f:
+                f.write(code)
+        scan = subprocess.Popen(scanner.exec(
+            "prlimit", "--nofile=4096", "--", sys.executable,
+            os.path.join(self.tempDir, "scan.py"), HOST),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.addCleanup(lambda: scan.poll() is None and scan.kill())
+        flood = subprocess.Popen(scanner.exec(
+            sys.executable, os.path.join(self.tempDir, "dnsflood.py"), "15"),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.addCleanup(lambda: flood.poll() is None and flood.kill())
+        time.sleep(1)
+        ping = victim.run("ping", "-c", "60", "-i", "0.2", "-W", "2", "192.168.127.1",
+                          timeout=60, check=False)
+        times = sorted(float(part.split("=")[1]) for line in ping.stdout.splitlines()
+                       for part in line.split() if part.startswith("time="))
+        floodOut, _ = flood.communicate(timeout=60)
+        scan.kill()
+        self.assertGreaterEqual(len(times), 55, ping.stdout)
+        median = times[len(times) // 2]
+        self.assertLess(median, 5.0, f"median {median} ms; {times}")
+        counters = stats(sock)["counters"]
+        self.assertGreater(counters.get("nat.tcp.refused", 0), 1000)
+        self.assertGreater(int(floodOut.split()[0]), 10000)
+        self.assertTrue(daemon.alive())
