@@ -7,9 +7,10 @@ needs to see what was wrong, not the whole manual.
 """
 
 import ipaddress
+import socket
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import MultiService, Service
+from twisted.application.service import Service
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
@@ -21,10 +22,15 @@ from gvtwisted.config import (
 from gvtwisted.link.endpoints import serverEndpointString, unixPath
 from gvtwisted.link.listeners import LinkFactory
 from gvtwisted.services.api import makeAPISite
+from gvtwisted.startup import (
+    GvtapService, StartupError, describeListenFailure, normalizeOptionDocs,
+    prepareUnixSocketPath, versionLine,
+)
 
 log = Logger()
 
 
+@normalizeOptionDocs
 class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
@@ -85,6 +91,13 @@ class Options(usage.Options):
         self["forward"] = []
         self["listen-vfkit"] = []
         self["listen-bess"] = []
+
+    def opt_version(self):
+        """
+        Print gvtap's version (and Twisted's and Python's) and exit.
+        """
+        print(versionLine("twistd gvtap"))
+        raise SystemExit(0)
 
     def opt_dns_upstream(self, address):
         """
@@ -229,23 +242,55 @@ class _StopGvtap(Service):
         return Service.stopService(self)
 
 
-class _AnnouncingEndpointService(StreamServerEndpointService):
+class _ListeningService(StreamServerEndpointService):
+    """
+    A listening endpoint of an option (C{--listen}, C{--services}, ...): a
+    unix path is prepared first (a stale socket removed, a live one refused),
+    a failure is one L{StartupError} line naming the option, and a socket
+    file made is recorded in C{createdPaths} for removal if a later part of
+    start-up fails.
+    """
+
+    def __init__(self, endpoint, factory, description, option, createdPaths):
+        StreamServerEndpointService.__init__(self, endpoint, factory)
+        self._raiseSynchronously = True
+        self._description = description
+        self._option = option
+        self._createdPaths = createdPaths
+
+    def shownAddress(self):
+        path = unixPath(self._description)
+        return path if path is not None else self._description.split(":privateKey=")[0]
+
+    def privilegedStartService(self):
+        path = unixPath(self._description)
+        if path is not None:
+            prepareUnixSocketPath(path, self._option)
+        try:
+            StreamServerEndpointService.privilegedStartService(self)
+        except Exception as e:
+            raise StartupError(describeListenFailure(e, self._option, self.shownAddress())) from None
+        if path is not None:
+            self._createdPaths.append(path)
+
+
+class _AnnouncingEndpointService(_ListeningService):
     """
     Logs one line when the endpoint listens, with the guest command to use.
     """
 
-    def __init__(self, endpoint, factory, description, framing):
-        StreamServerEndpointService.__init__(self, endpoint, factory)
-        self._description = description
+    def __init__(self, endpoint, factory, description, framing, option, createdPaths):
+        _ListeningService.__init__(self, endpoint, factory, description, option, createdPaths)
         self._framing = framing
 
     def privilegedStartService(self):
-        StreamServerEndpointService.privilegedStartService(self)
+        _ListeningService.privilegedStartService(self)
         self._waitingForPort.addCallback(self._announce)
 
     def _announce(self, port):
         log.info("gvtap listening for guests on {endpoint}; in the guest: {hint}",
-                 endpoint=self._description.replace(":mode=600", ""), hint=guestHint(self._description, self._framing))
+                 endpoint=self._description.replace(":mode=600", "").replace(":lockfile=0", ""),
+                 hint=guestHint(self._description, self._framing))
         return port
 
 
@@ -258,7 +303,7 @@ def makeService(options, reactor=None):
     from gvtwisted.assembly import Gvtap
     from gvtwisted.link.pcap import PcapWriter
 
-    top = MultiService()
+    top = GvtapService(getattr(options, "parent", None))
     pcap = None
     if options["pcap"]:
         pcap = PcapWriter(options["pcap"], reactor)
@@ -279,14 +324,13 @@ def makeService(options, reactor=None):
             endpoint = _serverEndpoint(reactor, description, options, api=framing == "connect")
             factory = LinkFactory(gvtap.network, gvtap.counters, framing,
                                   site=apiSite if framing == "connect" else None)
-            service = _AnnouncingEndpointService(endpoint, factory, description, framing)
-            service._raiseSynchronously = True
+            service = _AnnouncingEndpointService(endpoint, factory, description, framing,
+                                                 "--" + key, top.createdPaths)
             service.setServiceParent(top)
     for description in options["services"]:
         endpoint = _serverEndpoint(reactor, description, options)
-        service = StreamServerEndpointService(endpoint, apiSite)
-        service._raiseSynchronously = True
-        service.setServiceParent(top)
+        _ListeningService(endpoint, apiSite, description, "--services",
+                          top.createdPaths).setServiceParent(top)
     forwards = list(options["forward"])
     if options["ssh-port"] != -1:
         forwards.insert(0, (f"127.0.0.1:{options['ssh-port']}",
@@ -295,10 +339,10 @@ def makeService(options, reactor=None):
     packetFactory = LinkFactory(gvtap.network, gvtap.counters, "qemu")
     for path in options["listen-vfkit"]:
         _PacketLinkService("vfkit", path, packetFactory.makePort, gvtap.counters,
-                           reactor).setServiceParent(top)
+                           reactor, top.createdPaths).setServiceParent(top)
     for path in options["listen-bess"]:
         _PacketLinkService("bess", path, packetFactory.makePort, gvtap.counters,
-                           reactor).setServiceParent(top)
+                           reactor, top.createdPaths).setServiceParent(top)
     if options["listen-stdio"]:
         _checkStdioLogging(options)
         _StdioService(packetFactory.makePort, reactor).setServiceParent(top)
@@ -331,13 +375,14 @@ class _PacketLinkService(Service):
     A C{--listen-vfkit} or C{--listen-bess} socket, bound at start-up.
     """
 
-    def __init__(self, kind, path, makePort, counters, reactor):
+    def __init__(self, kind, path, makePort, counters, reactor, createdPaths):
         self.kind = kind
         self.path = path
         self.makePort = makePort
         self.counters = counters
         self.reactor = reactor
         self.listener = None
+        self.createdPaths = createdPaths
 
     def privilegedStartService(self):
         Service.privilegedStartService(self)
@@ -355,10 +400,14 @@ class _PacketLinkService(Service):
         else:
             from gvtwisted.link.seqpacket import SeqpacketListener as make
             hint = f"a SOCK_SEQPACKET client of {self.path}"
+        option = f"--listen-{self.kind}"
+        prepareUnixSocketPath(self.path, option,
+                              socket.SOCK_DGRAM if self.kind == "vfkit" else socket.SOCK_SEQPACKET)
         try:
             self.listener = make(self.path, self.makePort, self.counters, self.reactor)
         except OSError as e:
-            raise SystemExit(f"gvtap: cannot listen on --listen-{self.kind} {self.path}: {e}")
+            raise StartupError(describeListenFailure(e, option, self.path)) from None
+        self.createdPaths.append(self.path)
         self.listener.startListening()
         log.info("gvtap listening for guests on {kind}:{path}; in the guest: {hint}",
                  kind=self.kind, path=self.path, hint=hint)

@@ -22,6 +22,7 @@ from twisted.python import usage
 
 from gvtwisted.guest import tuntap
 from gvtwisted.guest.forwarder import GuestForwarder, urlToEndpointString
+from gvtwisted.startup import normalizeOptionDocs, versionLine
 
 DEFAULT_CONNECT = "vsock:cid=2:port=1024"
 DEFAULT_IFACE = "tap0"
@@ -38,6 +39,7 @@ class _NoReactor:
     """
 
 
+@normalizeOptionDocs
 class Options(usage.Options):
     """
     Command line of C{twistd gvtap-guest}; gvforwarder's flag names are accepted
@@ -93,6 +95,13 @@ class Options(usage.Options):
         gvforwarder's name for --connect.
         """
         self["connect"] = value
+
+    def opt_version(self):
+        """
+        Print gvtap's version (and Twisted's and Python's) and exit.
+        """
+        print(versionLine("twistd gvtap-guest"))
+        raise SystemExit(0)
 
     def postOptions(self):
         mtu = self["mtu"]
