@@ -819,7 +819,7 @@ class TapTests(SynchronousTestCase):
         --services takes gvproxy URLs too, and unix sockets get mode 600.
         """
         options = self.parse("--services", "unix:///run/api.sock", "--services", "tcp://127.0.0.1:7777")
-        self.assertEqual(options["services"], ["unix:/run/api.sock:mode=600",
+        self.assertEqual(options["services"], ["unix:/run/api.sock:mode=600:lockfile=0",
                                                "tcp:7777:interface=127.0.0.1"])
 
     def test_forward(self):
