@@ -85,6 +85,10 @@ class Options(usage.Options):
         self["forward"] = []
         self["listen-vfkit"] = []
         self["listen-bess"] = []
+        self["forward-sock"] = []
+        self["forward-dest"] = []
+        self["forward-user"] = []
+        self["forward-identity"] = []
 
     def opt_dns_upstream(self, address):
         """
@@ -148,6 +152,34 @@ class Options(usage.Options):
         """
         self["listen-bess"].append(_socketPath(path, "unixpacket"))
 
+    def opt_forward_sock(self, path):
+        """
+        A host unix socket (PATH or unix:///PATH, mode 0600) whose connections
+        go over SSH to the guest's --forward-dest (repeatable; matched by
+        position with --forward-dest, --forward-user and --forward-identity).
+        """
+        self["forward-sock"].append(path)
+
+    def opt_forward_dest(self, path):
+        """
+        The unix socket in the guest that the matching --forward-sock reaches
+        (repeatable).
+        """
+        self["forward-dest"].append(path)
+
+    def opt_forward_user(self, user):
+        """
+        The SSH user for the matching --forward-sock (repeatable).
+        """
+        self["forward-user"].append(user)
+
+    def opt_forward_identity(self, path):
+        """
+        The OpenSSH private key (ed25519, ecdsa or rsa) for the matching
+        --forward-sock (repeatable).
+        """
+        self["forward-identity"].append(path)
+
     def postOptions(self):
         try:
             if self["vsock-port"] is not None:
@@ -167,6 +199,11 @@ class Options(usage.Options):
                 gatewayMAC=self["gateway-mac"], deviceMAC=self["device-mac"],
                 mtu=self["mtu"],
             )
+            from gvtwisted.services.ssh.forward import socketForwards
+
+            self["socket-forwards"] = socketForwards(
+                self["forward-sock"], self["forward-dest"], self["forward-user"],
+                self["forward-identity"])
         except ValueError as e:
             raise SystemExit(f"gvtap: {e}")
         if not (self["listen"] or self["listen-qemu"] or self["listen-vfkit"]
@@ -302,6 +339,11 @@ def makeService(options, reactor=None):
     if options["listen-stdio"]:
         _checkStdioLogging(options)
         _StdioService(packetFactory.makePort, reactor).setServiceParent(top)
+    if options.get("socket-forwards"):
+        from gvtwisted.services.ssh.forward import SocketForwardService
+
+        SocketForwardService(reactor, gvtap.network, str(options["config"].deviceIP),
+                             options["socket-forwards"], gvtap.counters).setServiceParent(top)
     return top
 
 
