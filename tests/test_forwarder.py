@@ -181,14 +181,24 @@ class ParseTests(SynchronousTestCase):
     def test_remoteErrors(self):
         """
         A host name, a URL on a tcp forward, or no port is a spec error naming
-        C{remote}; an ssh-tunnel URL is a forward error (not implemented).
+        C{remote}; an unknown scheme, or an ssh-tunnel URL without a key or a
+        path, is a forward error with gvproxy's message; a good ssh-tunnel URL
+        gives its sshd's address (port 22 by default).
         """
         for bad, protocol in (("guest:80", "tcp"), ("tcp://192.168.127.2:80", "tcp"),
                               ("192.168.127.2", "udp")):
             e = self.assertRaises(ForwardSpecError, parseRemote, bad, protocol)
             self.assertTrue(str(e).startswith("remote: "), str(e))
+        e = self.assertRaises(ForwardError, parseRemote, "ftp://192.168.127.2:22/x", "unix")
+        self.assertIn("not implemented: ftp", str(e))
         e = self.assertRaises(ForwardError, parseRemote, "ssh-tunnel://core@192.168.127.2:22/x", "unix")
-        self.assertIn("not implemented: ssh-tunnel", str(e))
+        self.assertEqual("key not provided for unix-ssh connection", str(e))
+        e = self.assertRaises(ForwardError, parseRemote, "ssh-tunnel://core@192.168.127.2/?key=/k", "unix")
+        self.assertEqual("remote uri must contain a path to a socket file", str(e))
+        self.assertEqual(parseRemote("ssh-tunnel://core@192.168.127.2/run/x.sock?key=/k", "unix"),
+                         ("192.168.127.2", 22))
+        self.assertEqual(parseRemote("ssh-tunnel://core@192.168.127.3:2022/x?key=/k", "unix"),
+                         ("192.168.127.3", 2022))
 
     def test_forwardOption(self):
         """

@@ -87,8 +87,12 @@ def parseRemote(text: str, protocol: str):
     unix forward also gvproxy's C{"tcp://IP:PORT"}.
 
     @raise ForwardSpecError: naming C{remote}.
-    @raise ForwardError: for a unix forward's C{ssh-tunnel://} remote, which
-        gvtap does not implement (gvproxy answers 500 for schemes it lacks).
+    A unix forward's C{ssh-tunnel://user@IP:PORT/path?key=FILE} remote
+    gives the address of the sshd it goes through.
+
+    @raise ForwardError: for a unix forward's remote scheme other than tcp
+        and ssh-tunnel (gvproxy answers 500 for schemes it lacks), or an
+        ssh-tunnel remote gvproxy refuses (no key, no path).
     """
     if not isinstance(text, str):
         raise ForwardSpecError(f"remote: {text!r} is not a string")
@@ -96,9 +100,18 @@ def parseRemote(text: str, protocol: str):
         scheme, _, rest = text.partition("://")
         if protocol != "unix":
             raise ForwardSpecError(f"remote: {text!r}: a URL is for unix forwards only")
-        if scheme != "tcp":
+        if scheme == "ssh-tunnel":
+            from gvtwisted.services.ssh.forward import parseSSHTunnel
+
+            try:
+                tunnel = parseSSHTunnel(text)
+            except ValueError as e:
+                raise ForwardError(str(e)) from None
+            text = f"{tunnel.host}:{tunnel.port}"
+        elif scheme != "tcp":
             raise ForwardError(f"remote protocol for unix forwarder is not implemented: {scheme}")
-        text = rest.rstrip("/")
+        else:
+            text = rest.rstrip("/")
     host, port = parseHostPort(text, "remote")
     try:
         ip = ipaddress.IPv4Address(host)
@@ -337,12 +350,13 @@ class _Forward:
     listening host socket.
     """
 
-    def __init__(self, local, remote, protocol, listener, udp=None):
+    def __init__(self, local, remote, protocol, listener, udp=None, onClose=None):
         self.local = local
         self.remote = remote
         self.protocol = protocol
         self.listener = listener
         self.udp = udp
+        self.onClose = onClose
 
     def toJSON(self):
         return {"local": self.local, "remote": self.remote, "protocol": self.protocol}
@@ -350,6 +364,8 @@ class _Forward:
     def close(self):
         if self.udp is not None:
             self.udp.closeAll()
+        if self.onClose is not None:
+            self.onClose()
         return defer.maybeDeferred(self.listener.stopListening)
 
 
@@ -463,8 +479,11 @@ class ForwarderManager:
         key = (protocol, local)
         if key in self._forwards:
             raise ForwardError("proxy already running")
-        udp = None
-        if protocol == "unix":
+        udp = onClose = None
+        if protocol == "unix" and remote.startswith("ssh-tunnel://"):
+            factory, onClose = self._sshTunnel(remote)
+            listener = self._listenUNIX(local, factory)
+        elif protocol == "unix":
             listener = self._listenUNIX(local, _StreamForwardFactory(self, target))
         else:
             host, port = parseHostPort(local, "local")
@@ -477,11 +496,32 @@ class ForwarderManager:
                     listener = self.reactor.listenUDP(port, udp, interface=host)
             except CannotListenError as e:
                 raise ForwardError(f"listen {protocol} {local}: {_reason(e)}") from None
-        self._forwards[key] = _Forward(local, remote, protocol, listener, udp)
+        self._forwards[key] = _Forward(local, remote, protocol, listener, udp, onClose)
         self.counters.increment("forward.exposed")
         self.log.info("forwarding {protocol} {local} -> {remote}",
                       protocol=protocol, local=local, remote=remote)
         return None
+
+    def _sshTunnel(self, remote):
+        """
+        The factory of an C{ssh-tunnel://} unix forward: each connection a
+        channel of one SSH session (opened with the first connection) through
+        the virtual network; and what closes that session.
+        """
+        from gvtwisted.services.ssh.client import IdentityError, loadIdentity
+        from gvtwisted.services.ssh.forward import (
+            StreamLocalFactory, parseSSHTunnel, sessionFor)
+
+        tunnel = parseSSHTunnel(remote)
+        if not tunnel.user:
+            raise ForwardError(f"remote: {remote!r} names no SSH user")
+        try:
+            key = loadIdentity(tunnel.keyPath, tunnel.passphrase)
+        except IdentityError as e:
+            raise ForwardError(str(e)) from None
+        session = sessionFor(self.reactor, self.network, tunnel.host, tunnel.port,
+                             tunnel.user, key, self.counters)
+        return StreamLocalFactory(session, tunnel.path, self.counters), session.stop
 
     def _listenUNIX(self, path, factory):
         """

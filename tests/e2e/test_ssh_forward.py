@@ -276,3 +276,33 @@ class SSHForwardTests(E2EMixin, SynchronousTestCase):
             holder.stop()
             ns.delete()
             os.unlink(os.path.join(self.tempDir, "authorized_keys"))
+
+    def test_apiSSHTunnel(self):
+        """
+        C{/services/forwarder/expose} with an C{ssh-tunnel://} remote on a
+        unix forward carries connections over SSH to the guest's socket; the
+        forward is listed, and C{unexpose} closes it.
+        """
+        key = self.makeIdentity("ed25519")
+        daemon, sock = self.startDaemon()
+        ns = Namespace(self)
+        self.startGuest(ns, sock)
+        self.dhcp(ns)
+        holder = self.startGuestSide(ns)
+        self.startSSHD(holder)
+        local = os.path.join(self.tempDir, "tunnel.sock")
+        remote = f"ssh-tunnel://root@192.168.127.2:22{GUEST_SOCK}?key={key}"
+        body = '{"local": "%s", "remote": "%s", "protocol": "unix"}' % (local, remote)
+        out = run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--unix-socket", sock,
+                   "http://x/services/forwarder/expose", "-d", body])
+        self.assertEqual(out.stdout, "200")
+        self.assertEqual(stat.S_IMODE(os.stat(local).st_mode), 0o600)
+        self.check(local, 2 << 20, 9, b"hello")
+        self.check(local, 10, 10)
+        listed = run(["curl", "-sS", "--unix-socket", sock, "http://x/services/forwarder/all"]).stdout
+        self.assertIn('"remote": "%s"' % remote, listed.replace('":"', '": "'))
+        out = run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--unix-socket", sock,
+                   "http://x/services/forwarder/unexpose", "-d",
+                   '{"local": "%s", "protocol": "unix"}' % local])
+        self.assertEqual(out.stdout, "200")
+        waitFor(lambda: not os.path.exists(local), what="the tunnel socket removed")
