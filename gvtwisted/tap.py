@@ -65,6 +65,10 @@ class Options(usage.Options):
                                  "(-1: no such forward). A port already taken is logged and skipped.", int],
         ["services-ca", None, None, "A PEM file of certificate authorities: every ssl: endpoint "
                                     "then requires a client certificate signed by one of them."],
+        ["notification", None, None, "Send gvproxy's JSON notifications (ready, connection_established, "
+                                     "connection_closed, hypervisor_error) to the unix socket at "
+                                     "unix:///PATH or PATH, one connection per message (at most 100 "
+                                     "queued; past that they are dropped and counted)."],
     ]
     optFlags = [
         ["debug", None, "Log every dropped frame and bad input (normally at most one line per reason every 10 s)."],
@@ -201,6 +205,10 @@ class Options(usage.Options):
             )
             from gvtwisted.services.ssh.forward import socketForwards
 
+            if self["notification"] is not None:
+                from gvtwisted.services.notification import notificationPath
+
+                self["notification"] = notificationPath(self["notification"])
             self["socket-forwards"] = socketForwards(
                 self["forward-sock"], self["forward-dest"], self["forward-user"],
                 self["forward-identity"])
@@ -276,8 +284,14 @@ class _AnnouncingEndpointService(StreamServerEndpointService):
         self._description = description
         self._framing = framing
 
+    notification = None
+
     def privilegedStartService(self):
-        StreamServerEndpointService.privilegedStartService(self)
+        try:
+            StreamServerEndpointService.privilegedStartService(self)
+        except BaseException:
+            _hypervisorError(self.notification if self._framing != "connect" else None)
+            raise
         self._waitingForPort.addCallback(self._announce)
 
     def _announce(self, port):
@@ -306,6 +320,13 @@ def makeService(options, reactor=None):
                   maxConnections=options["max-connections"],
                   dnsUpstreams=options["dns-upstream"], dnsHosts=options["dns-hosts"])
     top.gvtap = gvtap
+    notifier = None
+    if options.get("notification"):
+        from gvtwisted.services.notification import LinkNotifications, NotificationSender
+
+        notifier = NotificationSender(reactor, options["notification"], gvtap.counters)
+        LinkNotifications(notifier).watch(gvtap.switch)
+    top.notifier = notifier
     if options["debug"]:
         gvtap.counters.logInterval = 0.0
     _StopGvtap(gvtap).setServiceParent(top)
@@ -317,6 +338,7 @@ def makeService(options, reactor=None):
             factory = LinkFactory(gvtap.network, gvtap.counters, framing,
                                   site=apiSite if framing == "connect" else None)
             service = _AnnouncingEndpointService(endpoint, factory, description, framing)
+            service.notification = options.get("notification")
             service._raiseSynchronously = True
             service.setServiceParent(top)
     for description in options["services"]:
@@ -331,11 +353,13 @@ def makeService(options, reactor=None):
     _StaticForwards(gvtap.forwarder, forwards).setServiceParent(top)
     packetFactory = LinkFactory(gvtap.network, gvtap.counters, "qemu")
     for path in options["listen-vfkit"]:
-        _PacketLinkService("vfkit", path, packetFactory.makePort, gvtap.counters,
-                           reactor).setServiceParent(top)
+        service = _PacketLinkService("vfkit", path, packetFactory.makePort, gvtap.counters, reactor)
+        service.notification = options.get("notification")
+        service.setServiceParent(top)
     for path in options["listen-bess"]:
-        _PacketLinkService("bess", path, packetFactory.makePort, gvtap.counters,
-                           reactor).setServiceParent(top)
+        service = _PacketLinkService("bess", path, packetFactory.makePort, gvtap.counters, reactor)
+        service.notification = options.get("notification")
+        service.setServiceParent(top)
     if options["listen-stdio"]:
         _checkStdioLogging(options)
         _StdioService(packetFactory.makePort, reactor).setServiceParent(top)
@@ -344,6 +368,11 @@ def makeService(options, reactor=None):
 
         SocketForwardService(reactor, gvtap.network, str(options["config"].deviceIP),
                              options["socket-forwards"], gvtap.counters).setServiceParent(top)
+    if notifier is not None:
+        from gvtwisted.services.notification import ReadyService
+
+        # Last: every endpoint listens by the time it starts.
+        ReadyService(notifier).setServiceParent(top)
     return top
 
 
@@ -368,10 +397,23 @@ def _checkStdioLogging(options):
                          "logging to stdout would corrupt the frames")
 
 
+def _hypervisorError(notification):
+    """
+    Tell the C{--notification} socket, if any, that a hypervisor endpoint
+    failed (gvproxy's C{hypervisor_error}), before start-up stops.
+    """
+    if notification:
+        from gvtwisted.services.notification import HYPERVISOR_ERROR, sendNow
+
+        sendNow(notification, HYPERVISOR_ERROR)
+
+
 class _PacketLinkService(Service):
     """
     A C{--listen-vfkit} or C{--listen-bess} socket, bound at start-up.
     """
+
+    notification = None
 
     def __init__(self, kind, path, makePort, counters, reactor):
         self.kind = kind
@@ -400,6 +442,7 @@ class _PacketLinkService(Service):
         try:
             self.listener = make(self.path, self.makePort, self.counters, self.reactor)
         except OSError as e:
+            _hypervisorError(self.notification)
             raise SystemExit(f"gvtap: cannot listen on --listen-{self.kind} {self.path}: {e}")
         self.listener.startListening()
         log.info("gvtap listening for guests on {kind}:{path}; in the guest: {hint}",

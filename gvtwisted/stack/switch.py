@@ -17,7 +17,14 @@ from gvtwisted.wire.ethernet import formatMAC
 class Switch:
     """
     @ivar ports: the attached ports; each provides C{sendFrame(frame)}.
+    @ivar onLearn: L{None}, or called as C{onLearn(port, mac)} when a new
+        MAC table entry is made (not on the per-frame path).
+    @ivar onDetach: L{None}, or called as C{onDetach(port)} when a port
+        leaves.
     """
+
+    onLearn = None
+    onDetach = None
 
     def __init__(self, clock, counters, maxEntries: int = 4096,
                  ageing: float = 300.0, tap=None):
@@ -43,10 +50,13 @@ class Switch:
         """
         Remove C{port} and every address learnt on it.
         """
-        if port in self.ports:
+        attached = port in self.ports
+        if attached:
             self.ports.remove(port)
         for mac in [m for m, e in self._table.items() if e[0] is port]:
             del self._table[mac]
+        if attached and self.onDetach is not None:
+            self.onDetach(port)
 
     def portFor(self, mac: bytes):
         """
@@ -86,6 +96,8 @@ class Switch:
                 self._counters.increment("switch.tableFull")
                 return True
         self._table[src] = [port, now]
+        if self.onLearn is not None:
+            self.onLearn(port, src)
         return True
 
     def _evict(self, now: float):
