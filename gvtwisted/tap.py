@@ -93,6 +93,8 @@ class Options(usage.Options):
         self["forward-dest"] = []
         self["forward-user"] = []
         self["forward-identity"] = []
+        self["listen-vpnkit"] = []
+        self["vpnkit-uuid-macs"] = {}
 
     def opt_dns_upstream(self, address):
         """
@@ -184,6 +186,31 @@ class Options(usage.Options):
         """
         self["forward-identity"].append(path)
 
+    def opt_listen_vpnkit(self, endpoint):
+        """
+        Listen for hyperkit's virtio-vpnkit connections on ENDPOINT (the
+        vpnkit handshake, then frames with a 2-byte little-endian length;
+        repeatable).
+        """
+        self["listen-vpnkit"].append(endpoint)
+
+    def opt_vpnkit_uuid_mac(self, spec):
+        """
+        UUID=MAC: the MAC address a --listen-vpnkit VM with this UUID gets
+        (repeatable; gvproxy's vpnKitUUIDMacAddresses). Others get a random
+        locally administered address.
+        """
+        from gvtwisted.wire.ethernet import parseMAC
+
+        uuid, sep, mac = spec.partition("=")
+        try:
+            if not sep or len(uuid) != 36:
+                raise ValueError
+            parseMAC(mac)
+        except ValueError:
+            raise SystemExit(f"gvtap: --vpnkit-uuid-mac {spec!r} is not UUID=MAC")
+        self["vpnkit-uuid-macs"][uuid] = mac
+
     def postOptions(self):
         try:
             if self["vsock-port"] is not None:
@@ -194,6 +221,7 @@ class Options(usage.Options):
                 self["listen"].append(f"vsock:{port}")
             self["listen"] = [serverEndpointString(e) for e in self["listen"]]
             self["listen-qemu"] = [serverEndpointString(e) for e in self["listen-qemu"]]
+            self["listen-vpnkit"] = [serverEndpointString(e) for e in self["listen-vpnkit"]]
             self["services"] = [serverEndpointString(e) for e in self["services"]]
             if self["ssh-port"] != -1 and not 1 <= self["ssh-port"] <= 65535:
                 raise ConfigError(f"--ssh-port {self['ssh-port']} is not -1 or in 1..65535")
@@ -215,9 +243,9 @@ class Options(usage.Options):
         except ValueError as e:
             raise SystemExit(f"gvtap: {e}")
         if not (self["listen"] or self["listen-qemu"] or self["listen-vfkit"]
-                or self["listen-bess"] or self["listen-stdio"]):
+                or self["listen-bess"] or self["listen-stdio"] or self["listen-vpnkit"]):
             raise SystemExit("gvtap: give at least one --listen, --listen-qemu, --listen-vfkit, "
-                             "--listen-bess, --listen-stdio or --vsock-port")
+                             "--listen-bess, --listen-stdio, --listen-vpnkit or --vsock-port")
 
 
 def _socketPath(value, scheme):
@@ -244,6 +272,8 @@ def guestHint(endpoint: str, framing: str) -> str:
     What to run in the guest (or give QEMU) to join through C{endpoint}.
     """
     path = unixPath(endpoint)
+    if framing == "vpnkit":
+        return f"hyperkit ... -s N,virtio-vpnkit,path={path or 'PATH'}"
     if framing == "qemu":
         if path is not None:
             return f"qemu ... -netdev stream,id=n0,server=off,addr.type=unix,addr.path={path}"
@@ -352,6 +382,17 @@ def makeService(options, reactor=None):
                             f"{options['config'].deviceIP}:22", "tcp"))
     _StaticForwards(gvtap.forwarder, forwards).setServiceParent(top)
     packetFactory = LinkFactory(gvtap.network, gvtap.counters, "qemu")
+    if options.get("listen-vpnkit"):
+        from gvtwisted.link.vpnkit import VpnkitFactory
+
+        vpnkitFactory = VpnkitFactory(packetFactory.makePort, options["config"].mtu,
+                                      options.get("vpnkit-uuid-macs"))
+        for description in options["listen-vpnkit"]:
+            endpoint = _serverEndpoint(reactor, description, options, api=False)
+            service = _AnnouncingEndpointService(endpoint, vpnkitFactory, description, "vpnkit")
+            service.notification = options.get("notification")
+            service._raiseSynchronously = True
+            service.setServiceParent(top)
     for path in options["listen-vfkit"]:
         service = _PacketLinkService("vfkit", path, packetFactory.makePort, gvtap.counters, reactor)
         service.notification = options.get("notification")
