@@ -36,6 +36,10 @@ class Switch:
         # mac -> [port, lastSeen]; permanent entries have lastSeen None.
         self._table = {}
         self._tap = tap
+        # Guest ports' numbers for /cam, in attach order from 0 (gvproxy's
+        # connection ids); the gateway (permanent MACs) has none.
+        self._numbers = {}
+        self._nextNumber = 0
 
     def attach(self, port, macs=()):
         """
@@ -45,6 +49,9 @@ class Switch:
         self.ports.append(port)
         for mac in macs:
             self._table[mac] = [port, None]
+        if not macs:
+            self._numbers[port] = self._nextNumber
+            self._nextNumber += 1
 
     def detach(self, port):
         """
@@ -53,6 +60,7 @@ class Switch:
         attached = port in self.ports
         if attached:
             self.ports.remove(port)
+        self._numbers.pop(port, None)
         for mac in [m for m, e in self._table.items() if e[0] is port]:
             del self._table[mac]
         if attached and self.onDetach is not None:
@@ -79,6 +87,17 @@ class Switch:
             formatMAC(mac): getattr(entry[0], "name", repr(entry[0]))
             for mac, entry in sorted(self._table.items())
             if entry[1] is None or now - entry[1] <= self.ageing
+        }
+
+    def cam(self) -> dict:
+        """
+        gvproxy's C{/cam}: every guest MAC address learnt, to the number of
+        its port (the gateway's own address is not listed).
+        """
+        return {
+            formatMAC(mac): self._numbers[entry[0]]
+            for mac, entry in sorted(self._table.items())
+            if entry[1] is not None and entry[0] in self._numbers
         }
 
     def _learn(self, port, src: bytes, now: float) -> bool:

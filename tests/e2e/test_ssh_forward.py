@@ -169,6 +169,9 @@ class SSHForwardTests(E2EMixin, SynchronousTestCase):
         return sshd
 
     def killSSHD(self, sshd):
+        if sshd.popen.poll() is not None:
+            # Reaped already: its pid may belong to someone else by now.
+            return
         for pid in descendants(sshd.popen.pid) + [sshd.popen.pid]:
             try:
                 os.kill(pid, signal.SIGKILL)
