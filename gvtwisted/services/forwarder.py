@@ -446,7 +446,13 @@ class ForwarderManager:
         try:
             ip = ipaddress.IPv4Address(clientHost)
         except ValueError:
-            return None
+            # An IPv4 client of a dual-stack socket: ::ffff:a.b.c.d.
+            try:
+                ip = ipaddress.IPv6Address(clientHost).ipv4_mapped
+            except ValueError:
+                return None
+            if ip is None:
+                return None
         if ip.is_loopback or ip.is_unspecified or ip.is_multicast or ip.is_link_local \
                 or ip == ipaddress.IPv4Address("255.255.255.255") \
                 or ip in self.network.config.subnet:
@@ -489,11 +495,14 @@ class ForwarderManager:
             host, port = parseHostPort(local, "local")
             try:
                 if protocol == "tcp":
-                    listener = self.reactor.listenTCP(port, _StreamForwardFactory(self, target),
-                                                      interface=host)
+                    listen, handler = self.reactor.listenTCP, _StreamForwardFactory(self, target)
                 else:
-                    udp = _UDPForward(self, target)
-                    listener = self.reactor.listenUDP(port, udp, interface=host)
+                    listen = self.reactor.listenUDP
+                    handler = udp = _UDPForward(self, target)
+                if host:
+                    listener = listen(port, handler, interface=host)
+                else:
+                    listener = listenEveryAddress(listen, port, handler)
             except CannotListenError as e:
                 raise ForwardError(f"listen {protocol} {local}: {_reason(e)}") from None
         self._forwards[key] = _Forward(local, remote, protocol, listener, udp, onClose)
@@ -542,6 +551,56 @@ class ForwarderManager:
             return self.reactor.listenUNIX(path, factory, mode=0o600)
         except CannotListenError as e:
             raise ForwardError(f"listen unix {path}: {_reason(e)}") from None
+
+
+class _Listeners:
+    """
+    An IPv6 and an IPv4 socket that listen as one (a host whose IPv6
+    sockets do not take IPv4).
+    """
+
+    def __init__(self, *ports):
+        self.ports = ports
+
+    def getHost(self):
+        return self.ports[0].getHost()
+
+    def stopListening(self):
+        return defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in self.ports],
+                                   consumeErrors=True)
+
+
+def listenEveryAddress(listen, port, handler):
+    """
+    Listen on C{port} of every address, IPv6 C{[::]} as well as IPv4, as
+    Go's C{net.Listen(":PORT")} does: a client that tries C{::1} for
+    C{localhost} first is answered. One dual-stack socket where the host
+    allows it, an IPv6 and an IPv4 socket where IPv6 sockets are v6-only,
+    IPv4 alone on a host without IPv6.
+
+    @param listen: C{reactor.listenTCP} or C{reactor.listenUDP}.
+    @raise CannotListenError: as C{listen} does.
+    """
+    try:
+        v6 = listen(port, handler, interface="::")
+    except CannotListenError as e:
+        if getattr(e.socketError, "errno", None) in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL,
+                                                     errno.EPROTONOSUPPORT):
+            return listen(port, handler, interface="")
+        raise
+    handle = v6.getHandle() if hasattr(v6, "getHandle") else getattr(v6, "socket", None)
+    try:
+        v6only = handle.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+    except (AttributeError, OSError):
+        v6only = 0
+    if not v6only:
+        return v6
+    try:
+        v4 = listen(v6.getHost().port, handler, interface="")
+    except CannotListenError:
+        v6.stopListening()
+        raise
+    return _Listeners(v6, v4)
 
 
 def _unixSocketLive(path) -> bool:
