@@ -233,6 +233,27 @@ class ChannelTests(SynchronousTestCase):
         self.assertEqual(self.counters.get("ssh.forward.failed"), 1)
         self.assertEqual(len(self.flushLoggedErrors()), 0)
 
+    def test_sessionDiesWhileOpening(self):
+        """
+        A session that dies before sshd answers the channel open (sshd killed,
+        not yet noticed) costs no connection: the channel is asked for again
+        on a new session.
+        """
+        # As _ClientTransport.connectionLost does it: the session, then the service.
+        self.session._lost(self.ssh, Failure(ConnectionDone()))
+        self.conn.serviceStopped()
+        self.assertFalse(self.hostTransport.disconnecting)
+        self.assertEqual(len(self.session.dial.factories), 1)
+        conn = _Connection(self.session)
+        ssh = conn.transport = FakeSSHTransport()
+        conn.serviceStarted()
+        [payload] = ssh.of(MSG_CHANNEL_OPEN)
+        self.assertEqual(common.getNS(payload)[0], b"direct-streamlocal@openssh.com")
+        conn.ssh_CHANNEL_OPEN_CONFIRMATION(struct.pack(">4L", 0, 9, 1 << 20, 32768))
+        self.host.dataReceived(b"ping")
+        self.assertEqual(ssh.of(MSG_CHANNEL_DATA), [struct.pack(">L", 9) + common.NS(b"ping")])
+        self.assertEqual(self.counters.get("ssh.forward.retried"), 1)
+
     def test_sessionLost(self):
         """
         The session dropping closes the host connections on it.

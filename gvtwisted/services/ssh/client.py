@@ -25,7 +25,7 @@ third party can sit in the middle.
 from twisted.conch.ssh import connection, keys, transport, userauth
 from twisted.conch.ssh.common import NS
 from twisted.internet import defer
-from twisted.internet.error import ConnectionDone
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.protocol import ClientFactory
 from twisted.logger import Logger
 
@@ -167,8 +167,10 @@ class _ClientTransport(transport.SSHClientTransport):
         return transport.SSHClientTransport.receiveError(self, reasonCode, description)
 
     def connectionLost(self, reason):
-        transport.SSHClientTransport.connectionLost(self, reason)
+        # The session forgets this connection first, so that channels the
+        # service fails now are asked for again on a new session.
         self.session._lost(self, reason)
+        transport.SSHClientTransport.connectionLost(self, reason)
 
 
 class _DialFactory(ClientFactory):
@@ -236,13 +238,24 @@ class SSHSession:
             L{SessionUnavailable} or the channel's open failure. Cancelling it
             gives up the wait.
         """
+        return self._openChannel(path, host, retries=1)
+
+    def _openChannel(self, path, host, retries):
         def withConnection(conn):
             opened = defer.Deferred()
             channel = StreamLocalChannel(path, host, opened, conn=conn)
             conn.openChannel(channel, streamLocalRequest(path))
             return opened
 
-        return self.connected().addCallback(withConnection)
+        def sessionDied(reason):
+            # The session died while the channel was opening (sshd was killed
+            # and we had not heard yet): try once more, on a new session.
+            if retries > 0 and not self._stopped and reason.check(ConnectionLost, ConnectionDone):
+                self._count("ssh.forward.retried")
+                return self._openChannel(path, host, retries - 1)
+            return reason
+
+        return self.connected().addCallback(withConnection).addErrback(sessionDied)
 
     def connected(self):
         """
