@@ -309,3 +309,28 @@ class SSHForwardTests(E2EMixin, SynchronousTestCase):
                    '{"local": "%s", "protocol": "unix"}' % local])
         self.assertEqual(out.stdout, "200")
         waitFor(lambda: not os.path.exists(local), what="the tunnel socket removed")
+
+    def test_socketCannotBeMade(self):
+        """
+        A --forward-sock that cannot be made stops start-up with one line
+        naming it; a mismatch of the four options too.
+        """
+        from tests.e2e.harness import TWISTD
+
+        key = self.makeIdentity("ed25519")
+        bad = os.path.join(self.tempDir, "missing", "podman.sock")
+        base = TWISTD + ["-n", "--pidfile=", "gvtap", "--ssh-port", "-1", "--listen",
+                         "unix:" + os.path.join(self.tempDir, "g.sock")]
+        result = run(base + ["--forward-sock", bad, "--forward-dest", "/run/x.sock",
+                             "--forward-user", "root", "--forward-identity", key],
+                     check=False, timeout=60)
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn(f"gvtap: cannot listen on --forward-sock {bad}: No such file or directory",
+                      result.stdout + result.stderr)
+        result = run(base + ["--forward-sock", bad, "--forward-identity", key], check=False,
+                     timeout=60)
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(result.stderr.strip().splitlines()[-1],
+                         "gvtap: --forward-sock, --forward-dest, --forward-user and "
+                         "--forward-identity must all be given together, the same number "
+                         "of times (got 1, 0, 0 and 1)")

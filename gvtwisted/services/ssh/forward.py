@@ -199,8 +199,18 @@ class SocketForwardService(Service):
         self.sessions = {}
         self.listeners = []
 
+    def privilegedStartService(self):
+        # Bound before start-up finishes, so that a socket that cannot be made
+        # stops start-up with one line (as the other listeners do).
+        Service.privilegedStartService(self)
+        self._listen()
+
     def startService(self):
         Service.startService(self)
+        if not self.listeners:
+            self._listen()
+
+    def _listen(self):
         for forward in self.forwards:
             sessionKey = (forward.user, forward.identity)
             session = self.sessions.get(sessionKey)
