@@ -17,7 +17,14 @@ from gvtwisted.wire.ethernet import formatMAC
 class Switch:
     """
     @ivar ports: the attached ports; each provides C{sendFrame(frame)}.
+    @ivar onLearn: L{None}, or called as C{onLearn(port, mac)} when a new
+        MAC table entry is made (not on the per-frame path).
+    @ivar onDetach: L{None}, or called as C{onDetach(port)} when a port
+        leaves.
     """
+
+    onLearn = None
+    onDetach = None
 
     def __init__(self, clock, counters, maxEntries: int = 4096,
                  ageing: float = 300.0, tap=None):
@@ -29,6 +36,10 @@ class Switch:
         # mac -> [port, lastSeen]; permanent entries have lastSeen None.
         self._table = {}
         self._tap = tap
+        # Guest ports' numbers for /cam, in attach order from 0 (gvproxy's
+        # connection ids); the gateway (permanent MACs) has none.
+        self._numbers = {}
+        self._nextNumber = 0
 
     def attach(self, port, macs=()):
         """
@@ -38,15 +49,22 @@ class Switch:
         self.ports.append(port)
         for mac in macs:
             self._table[mac] = [port, None]
+        if not macs:
+            self._numbers[port] = self._nextNumber
+            self._nextNumber += 1
 
     def detach(self, port):
         """
         Remove C{port} and every address learnt on it.
         """
-        if port in self.ports:
+        attached = port in self.ports
+        if attached:
             self.ports.remove(port)
+        self._numbers.pop(port, None)
         for mac in [m for m, e in self._table.items() if e[0] is port]:
             del self._table[mac]
+        if attached and self.onDetach is not None:
+            self.onDetach(port)
 
     def portFor(self, mac: bytes):
         """
@@ -71,6 +89,17 @@ class Switch:
             if entry[1] is None or now - entry[1] <= self.ageing
         }
 
+    def cam(self) -> dict:
+        """
+        gvproxy's C{/cam}: every guest MAC address learnt, to the number of
+        its port (the gateway's own address is not listed).
+        """
+        return {
+            formatMAC(mac): self._numbers[entry[0]]
+            for mac, entry in sorted(self._table.items())
+            if entry[1] is not None and entry[0] in self._numbers
+        }
+
     def _learn(self, port, src: bytes, now: float) -> bool:
         entry = self._table.get(src)
         if entry is not None:
@@ -86,6 +115,8 @@ class Switch:
                 self._counters.increment("switch.tableFull")
                 return True
         self._table[src] = [port, now]
+        if self.onLearn is not None:
+            self.onLearn(port, src)
         return True
 
     def _evict(self, now: float):
