@@ -530,11 +530,11 @@ class _PacketLinkService(Service):
             from gvtwisted.link.seqpacket import SeqpacketListener as make
             hint = f"a SOCK_SEQPACKET client of {self.path}"
         option = f"--listen-{self.kind}"
-        prepareUnixSocketPath(self.path, option,
-                              socket.SOCK_DGRAM if self.kind == "vfkit" else socket.SOCK_SEQPACKET)
         try:
+            prepareUnixSocketPath(self.path, option, socket.SOCK_DGRAM if self.kind == "vfkit"
+                                  else socket.SOCK_SEQPACKET)
             self.listener = make(self.path, self.makePort, self.counters, self.reactor)
-        except OSError as e:
+        except (OSError, StartupError) as e:
             _hypervisorError(self.notification)
             raise StartupError(describeListenFailure(e, option, self.path)) from None
         self.createdPaths.append(self.path)

@@ -325,7 +325,7 @@ class SSHForwardTests(E2EMixin, SynchronousTestCase):
                              "--forward-user", "root", "--forward-identity", key],
                      check=False, timeout=60)
         self.assertNotEqual(result.returncode, 0)
-        self.assertIn(f"gvtap: cannot listen on --forward-sock {bad}: No such file or directory",
+        self.assertIn(f"gvtap: cannot listen on --forward-sock {bad}: no such file or directory",
                       result.stdout + result.stderr)
         result = run(base + ["--forward-sock", bad, "--forward-identity", key], check=False,
                      timeout=60)
