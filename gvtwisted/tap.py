@@ -60,11 +60,18 @@ class Options(usage.Options):
         ["mtu", None, DEFAULT_MTU, f"The MTU of the virtual network (at most {MAX_MTU})."],
         ["pcap", None, None, "Write every frame that crosses the switch to this pcap file."],
         ["max-connections", None, 16384, "Cap on TCP connections (NAT and local).", int],
-        ["dns-hosts", None, None, "A hosts-format file of static names served by the DNS."],
+        ["dns-hosts", None, "/etc/hosts", "A hosts-format file of names the DNS answers before "
+                                          "forwarding, re-read when it changes (like gvproxy, "
+                                          "whose Go resolver reads /etc/hosts); '' for none."],
         ["ssh-port", None, 2222, "Forward the host's 127.0.0.1:PORT to the guest's port 22 "
                                  "(-1: no such forward). A port already taken is logged and skipped.", int],
         ["services-ca", None, None, "A PEM file of certificate authorities: every ssl: endpoint "
                                     "then requires a client certificate signed by one of them."],
+        ["config", None, None, "A gvproxy YAML configuration file (gvisor-tap-vsock v0.8.9's "
+                               "schema; docs/drop-in.md); options given here win over it."],
+        ["pid-file", None, None, "Write the pid here at start (no newline) and remove it at exit, "
+                                 "like gvproxy -pid-file."],
+        ["log-file", None, None, "Also log to this file (created afresh), like gvproxy -log-file."],
     ]
     optFlags = [
         ["debug", None, "Log every dropped frame and bad input (normally at most one line per reason every 10 s)."],
@@ -148,8 +155,20 @@ class Options(usage.Options):
         """
         self["listen-bess"].append(_socketPath(path, "unixpacket"))
 
+    def parseOptions(self, options=None):
+        # Which options the command line gave, so that a --config file
+        # fills in only the others.
+        import sys
+
+        self.given = _givenOptions(sys.argv[1:] if options is None else options)
+        return usage.Options.parseOptions(self, options)
+
     def postOptions(self):
         try:
+            if self["config"]:
+                from gvtwisted.dropin.tapconfig import applyConfigFile
+
+                applyConfigFile(self, self["config"], getattr(self, "given", set()))
             if self["vsock-port"] is not None:
                 try:
                     port = int(self["vsock-port"])
@@ -165,7 +184,7 @@ class Options(usage.Options):
                 subnet=self["subnet"], gatewayIP=self["gateway-ip"],
                 hostIP=self["host-ip"], deviceIP=self["device-ip"],
                 gatewayMAC=self["gateway-mac"], deviceMAC=self["device-mac"],
-                mtu=self["mtu"],
+                mtu=self["mtu"], **self.get("network-extras", {}),
             )
         except ValueError as e:
             raise SystemExit(f"gvtap: {e}")
@@ -173,6 +192,12 @@ class Options(usage.Options):
                 or self["listen-bess"] or self["listen-stdio"]):
             raise SystemExit("gvtap: give at least one --listen, --listen-qemu, --listen-vfkit, "
                              "--listen-bess, --listen-stdio or --vsock-port")
+
+
+def _givenOptions(argv):
+    from gvtwisted.dropin.tapconfig import givenOptions
+
+    return givenOptions(argv)
 
 
 def _socketPath(value, scheme):
@@ -259,6 +284,9 @@ def makeService(options, reactor=None):
     from gvtwisted.link.pcap import PcapWriter
 
     top = MultiService()
+    from gvtwisted.dropin.runfiles import addFileServices
+
+    addFileServices(top, options)
     pcap = None
     if options["pcap"]:
         pcap = PcapWriter(options["pcap"], reactor)
