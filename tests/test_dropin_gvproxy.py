@@ -406,3 +406,42 @@ class MainTests(SynchronousTestCase):
         """
         self.assertIn("msg=ready\n", gvproxy.logrusLine("info", "ready"))
         self.assertIn('msg="two words"\n', gvproxy.logrusLine("info", "two words"))
+
+
+class HostsFileTests(SynchronousTestCase):
+    """
+    Like gvproxy v0.8.x (whose Go resolver reads the host's /etc/hosts), the
+    DNS answers the host's hosts file names before forwarding, by default.
+    """
+
+    def build(self, *argv):
+        from twisted.internet.task import Clock
+
+        from gvtwisted.tap import makeService
+
+        options = gvproxy.parseTapOptions(["--listen", "unix:/tmp/gvtap-hosts-test.sock"] + list(argv))
+        top = makeService(options, Clock())
+        self.addCleanup(top.gvtap.stop)
+        return options, top.gvtap
+
+    def test_defaultEtcHosts(self):
+        """
+        Without --dns-hosts the hosts file is /etc/hosts.
+        """
+        options, gvtap = self.build()
+        self.assertEqual(options["dns-hosts"], "/etc/hosts")
+        self.assertEqual(gvtap.dns.hosts.path, "/etc/hosts")
+
+    def test_injected(self):
+        """
+        --dns-hosts PATH serves PATH's names; --dns-hosts '' none.
+        """
+        fd, path = tempfile.mkstemp()
+        os.write(fd, b"10.9.8.7 build-box build-box.lan\n")
+        os.close(fd)
+        self.addCleanup(os.remove, path)
+        _, gvtap = self.build("--dns-hosts", path)
+        table = gvtap.dns.hosts()
+        self.assertEqual([str(ip) for ip in table.names["build-box.lan"]], ["10.9.8.7"])
+        _, gvtap = self.build("--dns-hosts", "")
+        self.assertIsNone(gvtap.dns.hosts)
