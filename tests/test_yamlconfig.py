@@ -314,6 +314,9 @@ class TapConfigTests(SynchronousTestCase):
         self.assertEqual(o["pid-file"], "/tmp/cli.pid")
         self.assertIn(("127.0.0.1:6000", "10.0.0.2:80", "tcp"), o["forward"])
         self.assertEqual(len(o["forward"]), 3)
+        self.assertEqual(o["ssh-port"], -1)
+        o = self.parse("--config", path, "--ssh-port", "4444")
+        self.assertEqual(o["ssh-port"], 4444)
 
     def test_noLegacyDefaults(self):
         """

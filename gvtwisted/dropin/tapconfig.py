@@ -65,8 +65,9 @@ def applyConfigFile(options, path, given):
         options[name] = list(fileValues) + list(options.get(name) or [])
     for name in _FLAGS:
         options[name] = bool(options.get(name)) or settings[name]
-    # The file's stack.forwards replace the --ssh-port forward (v0.8.9 ignores
-    # -ssh-port with a file).
-    options["ssh-port"] = -1
+    # The file's stack.forwards replace the default --ssh-port forward (the
+    # gvproxy command passes no --ssh-port with a file: v0.8.9 ignores it).
+    if "ssh-port" not in given:
+        options["ssh-port"] = -1
     options["network-extras"] = settings["network"]
     options["config-warnings"] = warnings

@@ -134,7 +134,7 @@ class DropInMixin(E2EMixin):
         with open(fetched, "rb") as f:
             self.assertEqual(hashlib.sha256(f.read()).hexdigest(), digest)
 
-    def checkRunFiles(self, gvproxy, pidFile, logFile, apiSock, sshPort):
+    def checkRunFiles(self, gvproxy, pidFile, logFile, apiSock, sshPort, linkSock):
         with open(pidFile) as f:
             self.assertEqual(f.read(), str(gvproxy.popen.pid))
         os.kill(int(open(pidFile).read()), 0)
@@ -153,6 +153,10 @@ class DropInMixin(E2EMixin):
         self.assertEqual(gvproxy.popen.wait(15), 1)
         self.assertFalse(os.path.exists(pidFile))
         self.assertIn("gvproxy exiting: signal caught", gvproxy.output())
+        # gvproxy removes its link socket at exit (podman deletes it first anyway).
+        self.assertFalse(os.path.exists(linkSock))
+        with open(logFile) as f:
+            self.assertIn("Main loop terminated", f.read())
 
 
 def _connects(port):
@@ -191,7 +195,7 @@ class GvproxyTests(DropInMixin, SynchronousTestCase):
         ns = Namespace(self)
         self.startQEMU(ns, f"stream,id=s0,server=off,addr.type=unix,addr.path={qsock}")
         self.checkGuest(ns)
-        self.checkRunFiles(gvproxy, pidFile, logFile, apiSock, sshPort)
+        self.checkRunFiles(gvproxy, pidFile, logFile, apiSock, sshPort, qsock)
 
     def test_podmanVfkit(self):
         """
@@ -213,7 +217,7 @@ class GvproxyTests(DropInMixin, SynchronousTestCase):
         self.startQEMU(ns, f"dgram,id=s0,local.type=unix,local.path={local},"
                            f"remote.type=unix,remote.path={vsock}")
         self.checkGuest(ns)
-        self.checkRunFiles(gvproxy, pidFile, logFile, apiSock, sshPort)
+        self.checkRunFiles(gvproxy, pidFile, logFile, apiSock, sshPort, vsock)
 
     def test_refusesExistingSocket(self):
         """
