@@ -286,7 +286,7 @@ def makeService(options, reactor=None):
     top = MultiService()
     from gvtwisted.dropin.runfiles import addFileServices
 
-    addFileServices(top, options)
+    addFileServices(top, options, reactor)
     pcap = None
     if options["pcap"]:
         pcap = PcapWriter(options["pcap"], reactor)

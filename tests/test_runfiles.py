@@ -103,3 +103,41 @@ class AddTests(SynchronousTestCase):
         top = MultiService()
         addFileServices(top, {"log-file": None, "pid-file": None})
         self.assertEqual(list(top), [])
+
+
+class ShutdownTests(SynchronousTestCase):
+    """
+    With a running reactor the log file stays open until its shutdown ends.
+    """
+
+    def test_closedAfterShutdown(self):
+        """
+        Events logged between the service's stop and the end of the reactor's
+        shutdown (ports closing) still reach the file.
+        """
+
+        class Reactor:
+            running = True
+            triggers = []
+
+            def addSystemEventTrigger(self, phase, event, f):
+                self.triggers.append((phase, event, f))
+
+        fd, path = tempfile.mkstemp()
+        os.close(fd)
+        self.addCleanup(os.remove, path)
+        publisher = LogPublisher()
+        log = Logger(observer=publisher, namespace="test")
+        reactor = Reactor()
+        service = LogFileService(path, publisher=publisher, reactor=reactor)
+        service.startService()
+        service.stopService()
+        log.info("port closed")
+        [(phase, event, close)] = reactor.triggers
+        self.assertEqual((phase, event), ("after", "shutdown"))
+        close()
+        log.info("too late")
+        with open(path) as f:
+            text = f.read()
+        self.assertIn("port closed", text)
+        self.assertNotIn("too late", text)

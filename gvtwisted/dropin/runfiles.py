@@ -59,9 +59,10 @@ class LogFileService(Service):
     Send every log event to C{path} (created afresh) while running.
     """
 
-    def __init__(self, path, publisher=globalLogPublisher):
+    def __init__(self, path, publisher=globalLogPublisher, reactor=None):
         self.path = path
         self.publisher = publisher
+        self.reactor = reactor
         self.file = None
         self.observer = None
 
@@ -85,20 +86,28 @@ class LogFileService(Service):
 
     def stopService(self):
         d = Service.stopService(self)
+        if self.reactor is not None and self.reactor.running:
+            # Keep the last words (ports closing, the main loop ending): close
+            # when the reactor's shutdown is over.
+            self.reactor.addSystemEventTrigger("after", "shutdown", self._close)
+        else:
+            self._close()
+        return d
+
+    def _close(self):
         if self.file is not None:
             self.publisher.removeObserver(self.observer)
             self.file.flush()
             self.file.close()
             self.file = None
-        return d
 
 
-def addFileServices(top, options):
+def addFileServices(top, options, reactor=None):
     """
     Add the pid file and log file services C{options} ask for to C{top}
     (first, so the log file sees everything the others log).
     """
     if options.get("log-file"):
-        LogFileService(options["log-file"]).setServiceParent(top)
+        LogFileService(options["log-file"], reactor=reactor).setServiceParent(top)
     if options.get("pid-file"):
         PidFileService(options["pid-file"]).setServiceParent(top)

@@ -156,7 +156,7 @@ class DropInMixin(E2EMixin):
         # gvproxy removes its link socket at exit (podman deletes it first anyway).
         self.assertFalse(os.path.exists(linkSock))
         with open(logFile) as f:
-            self.assertIn("Main loop terminated", f.read())
+            self.assertIn(f"(UNIX Port {apiSock} Closed)", f.read())
 
 
 def _connects(port):
@@ -183,7 +183,7 @@ class GvproxyTests(DropInMixin, SynchronousTestCase):
         """
         qsock = os.path.join(self.tempDir, "podman-machine-default-gvproxy.sock")
         pidFile = os.path.join(self.tempDir, "gvproxy.pid")
-        logFile = os.path.join(self.tempDir, "gvproxy.log")
+        logFile = os.path.join(self.tempDir, "gv-logfile.log")
         apiSock = os.path.join(self.tempDir, "api.sock")
         sshPort = freePort()
         gvproxy = self.startGvproxy(*self.podmanLine("-listen-qemu", f"unix://{qsock}", sshPort,
@@ -204,7 +204,7 @@ class GvproxyTests(DropInMixin, SynchronousTestCase):
         """
         vsock = os.path.join(self.tempDir, "vfkit.sock")
         pidFile = os.path.join(self.tempDir, "gvproxy.pid")
-        logFile = os.path.join(self.tempDir, "gvproxy.log")
+        logFile = os.path.join(self.tempDir, "gv-logfile.log")
         apiSock = os.path.join(self.tempDir, "api.sock")
         sshPort = freePort()
         gvproxy = self.startGvproxy(*self.podmanLine("-listen-vfkit", f"unixgram://{vsock}",
