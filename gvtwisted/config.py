@@ -14,6 +14,7 @@ DEFAULT_DEVICE_MAC = "5a:94:ef:e4:0c:ee"
 DEFAULT_MTU = 1500
 MAX_MTU = 65520
 MIN_MTU = 576
+DEFAULT_VPNKIT_UUID = "c3d68012-0208-11ea-9fd7-f2189899ab08"
 
 
 class ConfigError(ValueError):
@@ -92,7 +93,8 @@ class NetworkConfig:
             gvproxy's two default zones.
         @ivar searchDomains: DHCP option 119, or L{None} for the host's
             resolv.conf C{search} line.
-        @ivar vpnkitMACs: vpnkit UUID (lower-case text) to MAC text.
+        @ivar vpnkitMACs: vpnkit UUID (lower-case text) to MAC text; by
+            default L{DEFAULT_VPNKIT_UUID} to the device MAC.
         """
         if staticLeases is None:
             staticLeases = {_formatMAC(self.deviceMAC): str(self.deviceIP)}
@@ -123,8 +125,11 @@ class NetworkConfig:
             self.virtualIPs.add(address.packed)
         self.zones = zones
         self.searchDomains = None if searchDomains is None else [str(d) for d in searchDomains]
+        if vpnkitMACs is None:
+            # gvproxy's default: hyperkit's fixed UUID gets the device MAC.
+            vpnkitMACs = {DEFAULT_VPNKIT_UUID: _formatMAC(self.deviceMAC)}
         self.vpnkitMACs = {}
-        for uuid, mac in (vpnkitMACs or {}).items():
+        for uuid, mac in vpnkitMACs.items():
             try:
                 self.vpnkitMACs[str(uuid).lower()] = _formatMAC(parseMAC(mac))
             except ValueError as e:

@@ -328,6 +328,7 @@ class TapConfigTests(SynchronousTestCase):
         self.assertEqual(c.staticLeases, {})
         self.assertEqual(c.zones, [])
         self.assertEqual(c.searchDomains, [])
+        self.assertEqual(c.vpnkitMACs, {})
         self.assertEqual(o["ssh-port"], -1)
         self.assertEqual(o["forward"], [])
         self.assertEqual(c.nat, {socket.inet_aton("192.168.127.254"): "127.0.0.1"})
@@ -436,6 +437,7 @@ class NetworkConfigTests(SynchronousTestCase):
         self.assertEqual(c.virtualIPs, {socket.inet_aton("192.168.127.254")})
         self.assertIsNone(c.zones)
         self.assertIsNone(c.searchDomains)
+        self.assertEqual(c.vpnkitMACs, {"c3d68012-0208-11ea-9fd7-f2189899ab08": "5a:94:ef:e4:0c:ee"})
 
     def test_bad(self):
         """

@@ -379,3 +379,82 @@ class GvforwarderTests(DropInMixin, SynchronousTestCase):
         self.assertIn("interface lo exists", result.stderr)
         self.assertEqual(subprocess.run(ns.exec("ip", "link", "show", "tap0"),
                                         capture_output=True).returncode, 1)
+
+
+class StdioTests(DropInMixin, SynchronousTestCase):
+    """
+    gvproxy's C{-listen-stdio} and gvforwarder's C{stdio:} URL, together as
+    gvisor-tap-vsock means them: the guest helper runs the host side as its
+    child and talks frames on its stdin/stdout.
+    """
+
+    if SKIP:
+        skip = SKIP
+
+    def test_gvproxyStdio(self):
+        """
+        C{gvproxy -listen-stdio accept}: a DISCOVER framed on stdin gets an
+        OFFER framed on stdout, and stdout carries nothing but frames (its
+        log goes to stderr).
+        """
+        import select
+        import struct
+
+        from tests.e2e.test_links_more import dhcpDiscover, receiveOffer
+
+        process = subprocess.Popen([GVPROXY, "-listen-stdio", "accept", "-ssh-port", "-1"],
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                   stderr=open(os.path.join(self.tempDir, "stderr"), "wb"))
+
+        def stop():
+            if process.poll() is None:
+                process.terminate()
+                process.wait(10)
+            process.stdin.close()
+            process.stdout.close()
+
+        self.addCleanup(stop)
+        frame = dhcpDiscover()
+        process.stdin.write(struct.pack("<H", len(frame)) + frame)
+        process.stdin.flush()
+        fd = process.stdout.fileno()
+        buffered = b""
+
+        def recv():
+            nonlocal buffered
+            while len(buffered) < 2 or len(buffered) < 2 + struct.unpack_from("<H", buffered)[0]:
+                ready, _, _ = select.select([fd], [], [], 1.0)
+                if not ready:
+                    return None
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    raise AssertionError("gvproxy closed stdout")
+                buffered += chunk
+            (length,) = struct.unpack_from("<H", buffered)
+            self.assertGreaterEqual(length, 14)
+            frame, buffered = buffered[2:2 + length], buffered[2 + length:]
+            return frame
+
+        self.assertEqual(receiveOffer(recv), "192.168.127.2")
+        with open(os.path.join(self.tempDir, "stderr")) as f:
+            self.assertIn("guest link up: stdio", f.read())
+
+    def test_gvforwarderRunsGvproxy(self):
+        """
+        C{gvforwarder -url stdio:GVPROXY?listen-stdio=accept&ssh-port=-1}
+        in a namespace starts gvproxy as its child (C{GVPROXY -listen-stdio=accept
+        -ssh-port=-1}) with no C{POST /connect}; the TAP gets its lease and
+        pings the gateway.
+        """
+        ns = Namespace(self)
+        url = f"stdio:{GVPROXY}?listen-stdio=accept&ssh-port=-1"
+        guest = Process(self, ns.exec(GVFORWARDER, "-url", url), "gvforwarder")
+        waitFor(lambda: "192.168.127.2/24" in ns.run("ip", "-4", "addr", "show", "tap0",
+                                                     check=False).stdout
+                or not guest.alive(), timeout=30, what="udhcpc's address on tap0")
+        self.assertTrue(guest.alive(), guest.output())
+        output = guest.output()
+        self.assertIn("no handshake", output)
+        self.assertIn("guest link up: stdio", output)
+        ping = ns.run("ping", "-c2", "-i", "0.2", "-W", "2", "192.168.127.1")
+        self.assertIn("2 received", ping.stdout)
