@@ -160,7 +160,9 @@ class Options(usage.Options):
         # fills in only the others.
         import sys
 
-        self.given = _givenOptions(sys.argv[1:] if options is None else options)
+        from gvtwisted.dropin.tapconfig import givenOptions
+
+        self.given = givenOptions(sys.argv[1:] if options is None else options)
         return usage.Options.parseOptions(self, options)
 
     def postOptions(self):
@@ -192,12 +194,6 @@ class Options(usage.Options):
                 or self["listen-bess"] or self["listen-stdio"]):
             raise SystemExit("gvtap: give at least one --listen, --listen-qemu, --listen-vfkit, "
                              "--listen-bess, --listen-stdio or --vsock-port")
-
-
-def _givenOptions(argv):
-    from gvtwisted.dropin.tapconfig import givenOptions
-
-    return givenOptions(argv)
 
 
 def _socketPath(value, scheme):

@@ -108,6 +108,9 @@ class Options(usage.Options):
         iface = self["iface"]
         if not iface or len(iface.encode()) >= tuntap.IFNAMSIZ or "/" in iface:
             raise usage.UsageError(f"--iface {iface!r} is not a valid interface name")
+        self["stopIfExist"] = [
+            name.strip() for name in self["stop-if-exist"].split(",") if name.strip()
+        ]
         if self["connect"].startswith("stdio:"):
             # gvforwarder's stdio:CMD?k=v: run CMD -k=v and carry the frames
             # on its standard input and output, with no POST /connect.
@@ -118,9 +121,6 @@ class Options(usage.Options):
             except ValueError as e:
                 raise usage.UsageError(f"--connect: {e}") from None
             self["endpoint"], self["path"] = None, None
-            self["stopIfExist"] = [
-                name.strip() for name in self["stop-if-exist"].split(",") if name.strip()
-            ]
             return
         try:
             self["endpoint"], self["path"] = urlToEndpointString(self["connect"])
@@ -136,9 +136,6 @@ class Options(usage.Options):
             raise usage.UsageError(
                 f"--connect {self['connect']!r}: {e or type(e).__name__}"
             ) from None
-        self["stopIfExist"] = [
-            name.strip() for name in self["stop-if-exist"].split(",") if name.strip()
-        ]
 
 
 def dhcpCommand(iface: str, which=shutil.which):

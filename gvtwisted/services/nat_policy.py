@@ -54,8 +54,6 @@ def hostDestination(config, dst: bytes, hostLoopback: bool, ec2MetadataAccess: b
         if dst == config.hostIPBytes and not hostLoopback:
             return HOST_LOOPBACK_DISABLED
         return target
-    if dst == config.hostIPBytes:
-        return HOST_LOOPBACK_DISABLED
     first = dst[0]
     if dst == LIMITED_BROADCAST or dst == config.broadcastIPBytes:
         return BROADCAST
