@@ -141,3 +141,45 @@ class ShutdownTests(SynchronousTestCase):
             text = f.read()
         self.assertIn("port closed", text)
         self.assertNotIn("too late", text)
+
+
+class LevelTests(SynchronousTestCase):
+    """
+    gvproxy's log level (logrus names) applies to the log file.
+    """
+
+    def test_names(self):
+        """
+        logrus' level names map to Twisted's; an unknown one is info.
+        """
+        from twisted.logger import LogLevel
+
+        from gvtwisted.dropin.runfiles import logLevel
+
+        self.assertEqual([logLevel(n) for n in ("debug", "trace", "info", "warning", "warn",
+                                                 "error", "fatal", "panic", "WARNING", "loud", None)],
+                         [LogLevel.debug, LogLevel.debug, LogLevel.info, LogLevel.warn,
+                          LogLevel.warn, LogLevel.error, LogLevel.critical, LogLevel.critical,
+                          LogLevel.warn, LogLevel.info, LogLevel.info])
+
+    def test_fileFiltered(self):
+        """
+        At log-level error the file gets errors, not information.
+        """
+        fd, path = tempfile.mkstemp()
+        os.close(fd)
+        self.addCleanup(os.remove, path)
+        publisher = LogPublisher()
+        log = Logger(observer=publisher, namespace="test")
+        top = MultiService()
+        addFileServices(top, {"log-file": path, "log-level": "error"})
+        [service] = list(top)
+        service.publisher = publisher
+        service.startService()
+        log.info("chatter")
+        log.error("trouble")
+        service.stopService()
+        with open(path) as f:
+            text = f.read()
+        self.assertIn("trouble", text)
+        self.assertNotIn("chatter", text)

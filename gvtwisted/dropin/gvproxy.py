@@ -196,7 +196,7 @@ def run(options, config, tapArgv, reactor=None, stderr=None):
     @return: the exit status: 1 after a signal (as gvproxy), 0 otherwise.
     """
     from twisted.logger import (
-        FilteringLogObserver, Logger, LogLevel, LogLevelFilterPredicate,
+        FilteringLogObserver, Logger, LogLevelFilterPredicate,
         globalLogBeginner, textFileLogObserver,
     )
 
@@ -206,7 +206,10 @@ def run(options, config, tapArgv, reactor=None, stderr=None):
 
     stderr = stderr or sys.stderr
     log = Logger(namespace="gvproxy")
-    level = LogLevel.debug if options["debug"] else LogLevel.info
+    from gvtwisted.dropin.runfiles import logLevel
+
+    options["log-level"] = config["log-level"]
+    level = logLevel("debug" if options["debug"] else config["log-level"])
     observers = []
     if not options["log-file"]:
         observers.append(FilteringLogObserver(

@@ -11,9 +11,26 @@ and every log event goes to it, flushed line by line, closed at exit.
 import os
 
 from twisted.application.service import Service
-from twisted.logger import Logger, globalLogPublisher, textFileLogObserver
+from twisted.logger import (
+    FilteringLogObserver, Logger, LogLevel, LogLevelFilterPredicate, globalLogPublisher,
+    textFileLogObserver,
+)
 
 log = Logger()
+
+# logrus' levels (gvproxy's -debug and the YAML's log-level) as Twisted's.
+LOGRUS_LEVELS = {
+    "panic": LogLevel.critical, "fatal": LogLevel.critical, "error": LogLevel.error,
+    "warn": LogLevel.warn, "warning": LogLevel.warn, "info": LogLevel.info,
+    "debug": LogLevel.debug, "trace": LogLevel.debug,
+}
+
+
+def logLevel(name) -> LogLevel:
+    """
+    The Twisted level for a logrus level name (info for an unknown one).
+    """
+    return LOGRUS_LEVELS.get(str(name or "info").lower(), LogLevel.info)
 
 
 class PidFileService(Service):
@@ -59,8 +76,9 @@ class LogFileService(Service):
     Send every log event to C{path} (created afresh) while running.
     """
 
-    def __init__(self, path, publisher=globalLogPublisher, reactor=None):
+    def __init__(self, path, publisher=globalLogPublisher, reactor=None, level=LogLevel.debug):
         self.path = path
+        self.level = level
         self.publisher = publisher
         self.reactor = reactor
         self.file = None
@@ -81,7 +99,8 @@ class LogFileService(Service):
             self.file = open(self.path, "w", encoding="utf-8")
         except OSError:
             raise SystemExit(f"unable to open log file {self.path}") from None
-        self.observer = textFileLogObserver(self.file)
+        self.observer = FilteringLogObserver(textFileLogObserver(self.file),
+                                             [LogLevelFilterPredicate(self.level)])
         self.publisher.addObserver(self.observer)
 
     def stopService(self):
@@ -108,6 +127,7 @@ def addFileServices(top, options, reactor=None):
     (first, so the log file sees everything the others log).
     """
     if options.get("log-file"):
-        LogFileService(options["log-file"], reactor=reactor).setServiceParent(top)
+        level = logLevel("debug" if options.get("debug") else options.get("log-level"))
+        LogFileService(options["log-file"], reactor=reactor, level=level).setServiceParent(top)
     if options.get("pid-file"):
         PidFileService(options["pid-file"]).setServiceParent(top)

@@ -70,4 +70,5 @@ def applyConfigFile(options, path, given):
     if "ssh-port" not in given:
         options["ssh-port"] = -1
     options["network-extras"] = settings["network"]
+    options["log-level"] = config["log-level"]
     options["config-warnings"] = warnings
