@@ -52,6 +52,11 @@ def applyConfigFile(options, path, given):
     except (ConfigFileError, ConfigureError) as e:
         raise ConfigError(str(e)) from None
     settings = gvtapSettings(config)
+    # What the tap's own opt_ methods would have made of these values.
+    from gvtwisted.tap import _socketPath
+
+    settings["listen-vfkit"] = [_socketPath(v, "unixgram") for v in settings["listen-vfkit"]]
+    settings["listen-bess"] = [_socketPath(v, "unixpacket") for v in settings["listen-bess"]]
     for name in _REPLACED:
         if name in given or name not in settings:
             continue
