@@ -445,3 +445,31 @@ class HostsFileTests(SynchronousTestCase):
         self.assertEqual([str(ip) for ip in table.names["build-box.lan"]], ["10.9.8.7"])
         _, gvtap = self.build("--dns-hosts", "")
         self.assertIsNone(gvtap.dns.hosts)
+
+
+class DebugLineTests(SynchronousTestCase):
+    """
+    gvproxy's debug line every 5 s, with go-humanize's byte counts.
+    """
+
+    def test_humanBytes(self):
+        """
+        SI units, one decimal below 10, as go-humanize's Bytes.
+        """
+        self.assertEqual([gvproxy.humanBytes(n) for n in
+                          (0, 9, 82, 999, 1000, 1500, 9949, 9950, 82854982, 10 ** 9)],
+                         ["0 B", "9 B", "82 B", "999 B", "1.0 kB", "1.5 kB", "9.9 kB",
+                          "10 kB", "83 MB", "1.0 GB"])
+
+    def test_trafficLine(self):
+        """
+        From the link byte counters.
+        """
+        from twisted.internet.task import Clock
+
+        from gvtwisted.stack.counters import Counters
+
+        counters = Counters(Clock())
+        counters.increment("link.bytesSent", 1500)
+        self.assertEqual(gvproxy.trafficLine(counters),
+                         "1.5 kB sent to the VM, 0 B received from the VM")

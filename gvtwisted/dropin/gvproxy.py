@@ -134,6 +134,29 @@ def logrusLine(level: str, message: str, now=time.time) -> str:
     return f'time="{stamp}{offset}" level={level} msg={_quote(message) if needsQuotes else message}\n'
 
 
+def humanBytes(count: int) -> str:
+    """
+    go-humanize's C{Bytes}: SI units, one decimal below 10 (C{"82 B"},
+    C{"1.5 kB"}, C{"83 MB"}), as gvproxy's debug line shows them.
+    """
+    if count < 10:
+        return f"{count} B"
+    units = ["B", "kB", "MB", "GB", "TB", "PB", "EB"]
+    exponent = 0
+    while exponent + 1 < len(units) and count >= 1000 ** (exponent + 1):
+        exponent += 1
+    value = int(count / 1000 ** exponent * 10 + 0.5) / 10
+    return f"{value:.1f} {units[exponent]}" if value < 10 else f"{value:.0f} {units[exponent]}"
+
+
+def trafficLine(counters) -> str:
+    """
+    gvproxy's periodic debug line: bytes sent to and received from the VMs.
+    """
+    return (f"{humanBytes(counters.get('link.bytesSent'))} sent to the VM, "
+            f"{humanBytes(counters.get('link.bytesReceived'))} received from the VM")
+
+
 def fatal(message: str, stderr=None):
     """
     gvproxy's C{log.Fatal}: one line on standard error, exit status 1.
@@ -242,6 +265,12 @@ def run(options, config, tapArgv, reactor=None, stderr=None):
         service.stopService()
         fatal(str(e.code), stderr)
     log.info("waiting for clients...")
+    if options["debug"]:
+        from twisted.internet.task import LoopingCall
+
+        stats = LoopingCall(lambda: log.debug("{line}", line=trafficLine(service.gvtap.counters)))
+        stats.clock = reactor
+        stats.start(5.0, now=False)
     reactor.run()
     if state["signal"] is not None:
         stderr.write(logrusLine("error", "gvproxy exiting: signal caught"))
