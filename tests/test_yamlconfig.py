@@ -124,6 +124,17 @@ class SchemaTests(SynchronousTestCase):
         self.assertIs(c["ec2-metadata-access"], False)
         self.assertEqual(c["notification"], "/tmp/notify.sock")
 
+    def test_aliasBomb(self):
+        """
+        Aliases that would make the walk huge (400 zones sharing one list of
+        400 records: 160000 values from a short file): one line, at once.
+        """
+        records = "[" + ", ".join(["{name: a, ip: 10.0.0.1}"] * 400) + "]"
+        zones = "\n".join(["    - records: *r"] * 399)
+        text = f"stack:\n  dns:\n    - records: &r {records}\n{zones}\n"
+        e = self.assertRaises(ConfigFileError, parseConfig, text, "f.yaml")
+        self.assertEqual(str(e), "f.yaml: more than 100000 values (aliases included)")
+
     def test_empty(self):
         """
         An empty file (or only a comment) is an empty configuration.

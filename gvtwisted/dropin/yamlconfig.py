@@ -60,6 +60,10 @@ SCHEMA = {
     "notification": "str",
 }
 
+# The most values a file may hold, aliases counted each time they are used:
+# a few repeated anchors must not make the walk exponential.
+MAX_NODES = 100_000
+
 _INT = re.compile(r"^[-+]?(0|[1-9][0-9_]*|0o[0-7_]+|0x[0-9a-fA-F_]+|0b[01_]+)$")
 _TRUE = {"true", "True", "TRUE"}
 _FALSE = {"false", "False", "FALSE"}
@@ -95,7 +99,7 @@ def parseConfig(text, name="config") -> dict:
         raise ConfigFileError(f"{where}: not valid YAML: {problem}") from None
     if node is None or _isNull(node):
         return {}
-    return _check(node, SCHEMA, "", name)
+    return _check(node, SCHEMA, "", name, [MAX_NODES])
 
 
 def _isNull(node) -> bool:
@@ -115,7 +119,10 @@ def _describe(node) -> str:
     return repr(node.value)
 
 
-def _check(node, schema, key, name):
+def _check(node, schema, key, name, budget):
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise ConfigFileError(f"{name}: more than {MAX_NODES} values (aliases included)")
     if isinstance(schema, dict):
         if _isNull(node):
             return {}
@@ -132,7 +139,7 @@ def _check(node, schema, key, name):
                     f"{_where(keyNode, name, path)}: unknown key (known here: {known})")
             if field in result:
                 raise ConfigFileError(f"{_where(keyNode, name, path)}: given twice")
-            result[field] = _check(valueNode, schema[field], path, name)
+            result[field] = _check(valueNode, schema[field], path, name, budget)
         return result
     if isinstance(schema, list):
         if _isNull(node):
@@ -140,7 +147,8 @@ def _check(node, schema, key, name):
         if not isinstance(node, yaml.SequenceNode):
             raise ConfigFileError(
                 f"{_where(node, name, key)}: expected a list, got {_describe(node)}")
-        return [_check(item, schema[0], f"{key}[{i}]", name) for i, item in enumerate(node.value)]
+        return [_check(item, schema[0], f"{key}[{i}]", name, budget)
+                for i, item in enumerate(node.value)]
     if isinstance(schema, tuple):
         if _isNull(node):
             return {}
@@ -149,6 +157,9 @@ def _check(node, schema, key, name):
                 f"{_where(node, name, key)}: expected a mapping, got {_describe(node)}")
         result = {}
         for keyNode, valueNode in node.value:
+            budget[0] -= 1
+            if budget[0] < 0:
+                raise ConfigFileError(f"{name}: more than {MAX_NODES} values (aliases included)")
             k = _scalar(keyNode, schema[1], f"{key} key", name)
             result[k] = _scalar(valueNode, schema[2], f"{key}.{k}", name)
         return result
