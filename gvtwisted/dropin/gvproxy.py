@@ -225,12 +225,13 @@ def run(options, config, tapArgv, reactor=None, stderr=None):
 
     if reactor is None:
         from twisted.internet import reactor
+    from twisted.internet.error import CannotListenError
+
+    from gvtwisted.dropin.runfiles import logLevel
     from gvtwisted.tap import makeService
 
     stderr = stderr or sys.stderr
     log = Logger(namespace="gvproxy")
-    from gvtwisted.dropin.runfiles import logLevel
-
     options["log-level"] = config["log-level"]
     level = logLevel("debug" if options["debug"] else config["log-level"])
     observers = []
@@ -239,12 +240,27 @@ def run(options, config, tapArgv, reactor=None, stderr=None):
             textFileLogObserver(stderr), [LogLevelFilterPredicate(level)]))
     try:
         service = makeService(options, reactor)
-        # Before the log file's observer joins: the buffer of early events
-        # is replayed to every observer there is at this point.
-        globalLogBeginner.beginLoggingTo(observers, redirectStandardIO=False)
-        service.privilegedStartService()
     except SystemExit as e:
         fatal(str(e.code), stderr)
+    # Before the log file's observer joins: the buffer of early events is
+    # replayed to every observer there is at this point.
+    globalLogBeginner.beginLoggingTo(observers, redirectStandardIO=False)
+
+    def failed(message):
+        # Undo what started (the pid file, sockets bound so far), then die
+        # as gvproxy does.
+        try:
+            service.stopService()
+        except Exception:
+            pass
+        fatal(message, stderr)
+
+    try:
+        service.privilegedStartService()
+    except SystemExit as e:
+        failed(str(e.code))
+    except (CannotListenError, OSError) as e:
+        failed(f"cannot listen: {e}")
     log.info("{version}", version=versionLine())
     log.debug("command line: {argv!r}, as twistd gvtap {tap!r}", argv=sys.argv, tap=tapArgv)
     state = {"signal": None}
@@ -262,8 +278,9 @@ def run(options, config, tapArgv, reactor=None, stderr=None):
     try:
         service.startService()
     except SystemExit as e:
-        service.stopService()
-        fatal(str(e.code), stderr)
+        failed(str(e.code))
+    except (CannotListenError, OSError) as e:
+        failed(f"cannot listen: {e}")
     log.info("waiting for clients...")
     if options["debug"]:
         from twisted.internet.task import LoopingCall

@@ -229,6 +229,23 @@ class GvproxyTests(DropInMixin, SynchronousTestCase):
         self.assertEqual(result.returncode, 1)
         self.assertIn(f'level=fatal msg="\\"{qsock}\\" already exists"', result.stderr)
 
+    def test_portTaken(self):
+        """
+        A -listen address already in use: one fatal line, exit status 1, and
+        the pid file it had written is gone.
+        """
+        taken = socket.socket()
+        self.addCleanup(taken.close)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        pidFile = os.path.join(self.tempDir, "gvproxy.pid")
+        result = run([GVPROXY, "-listen", f"tcp://127.0.0.1:{taken.getsockname()[1]}",
+                      "-ssh-port", "-1", "-pid-file", pidFile], check=False)
+        self.assertEqual(result.returncode, 1)
+        self.assertIn('level=fatal msg="cannot listen: ', result.stderr)
+        self.assertNotIn("Traceback", result.stderr)
+        self.assertFalse(os.path.exists(pidFile))
+
     def test_configFile(self):
         """
         C{gvproxy -config FILE}: the file's zone, two static leases, a NAT
