@@ -66,7 +66,9 @@ class Options(usage.Options):
         ["mtu", None, DEFAULT_MTU, f"The MTU of the virtual network (at most {MAX_MTU})."],
         ["pcap", None, None, "Write every frame that crosses the switch to this pcap file."],
         ["max-connections", None, 16384, "Cap on TCP connections (NAT and local).", int],
-        ["dns-hosts", None, None, "A hosts-format file of static names served by the DNS."],
+        ["dns-hosts", None, "/etc/hosts", "A hosts-format file of names the DNS answers before "
+                                          "forwarding, re-read when it changes (like gvproxy, "
+                                          "whose Go resolver reads /etc/hosts); '' for none."],
         ["ssh-port", None, 2222, "Forward the host's 127.0.0.1:PORT to the guest's port 22 "
                                  "(-1: no such forward). A port already taken is logged and skipped.", int],
         ["services-ca", None, None, "A PEM file of certificate authorities: every ssl: endpoint "
@@ -75,6 +77,11 @@ class Options(usage.Options):
                                      "connection_closed, hypervisor_error) to the unix socket at "
                                      "unix:///PATH or PATH, one connection per message (at most 100 "
                                      "queued; past that they are dropped and counted)."],
+        ["config", None, None, "A gvproxy YAML configuration file (gvisor-tap-vsock v0.8.9's "
+                               "schema; docs/drop-in.md); options given here win over it."],
+        ["pid-file", None, None, "Write the pid here at start (no newline) and remove it at exit, "
+                                 "like gvproxy -pid-file."],
+        ["log-file", None, None, "Also log to this file (created afresh), like gvproxy -log-file."],
     ]
     optFlags = [
         ["debug", None, "Log every dropped frame and bad input (normally at most one line per reason every 10 s)."],
@@ -224,8 +231,22 @@ class Options(usage.Options):
             raise SystemExit(f"gvtap: --vpnkit-uuid-mac {spec!r} is not UUID=MAC")
         self["vpnkit-uuid-macs"][uuid] = mac
 
+    def parseOptions(self, options=None):
+        # Which options the command line gave, so that a --config file
+        # fills in only the others.
+        import sys
+
+        from gvtwisted.dropin.tapconfig import givenOptions
+
+        self.given = givenOptions(sys.argv[1:] if options is None else options)
+        return usage.Options.parseOptions(self, options)
+
     def postOptions(self):
         try:
+            if self["config"]:
+                from gvtwisted.dropin.tapconfig import applyConfigFile
+
+                applyConfigFile(self, self["config"], getattr(self, "given", set()))
             if self["vsock-port"] is not None:
                 try:
                     port = int(self["vsock-port"])
@@ -242,7 +263,7 @@ class Options(usage.Options):
                 subnet=self["subnet"], gatewayIP=self["gateway-ip"],
                 hostIP=self["host-ip"], deviceIP=self["device-ip"],
                 gatewayMAC=self["gateway-mac"], deviceMAC=self["device-mac"],
-                mtu=self["mtu"],
+                mtu=self["mtu"], **self.get("network-extras", {}),
             )
             from gvtwisted.services.ssh.forward import socketForwards
 
@@ -385,6 +406,9 @@ def makeService(options, reactor=None):
     from gvtwisted.link.pcap import PcapWriter
 
     top = GvtapService(getattr(options, "parent", None))
+    from gvtwisted.dropin.runfiles import addFileServices
+
+    addFileServices(top, options, reactor)
     pcap = None
     if options["pcap"]:
         pcap = PcapWriter(options["pcap"], reactor)
@@ -429,8 +453,11 @@ def makeService(options, reactor=None):
     if options.get("listen-vpnkit"):
         from gvtwisted.link.vpnkit import VpnkitFactory
 
-        vpnkitFactory = VpnkitFactory(packetFactory.makePort, options["config"].mtu,
-                                      options.get("vpnkit-uuid-macs"))
+        # The configuration's vpnKitUUIDMacAddresses (gvproxy's default maps
+        # its well-known UUID to the device MAC), then --vpnkit-uuid-mac.
+        uuidMACs = dict(getattr(options["config"], "vpnkitMACs", {}))
+        uuidMACs.update(options.get("vpnkit-uuid-macs") or {})
+        vpnkitFactory = VpnkitFactory(packetFactory.makePort, options["config"].mtu, uuidMACs)
         for description in options["listen-vpnkit"]:
             endpoint = _serverEndpoint(reactor, description, options, api=False)
             service = _AnnouncingEndpointService(endpoint, vpnkitFactory, description, "vpnkit",
