@@ -5,6 +5,8 @@ Kept apart from the twistd plugin so that tests build the same network that
 C{twistd gvtap} runs, with a C{Clock} or a real reactor.
 """
 
+import socket
+
 from gvtwisted.config import NetworkConfig
 from gvtwisted.limits import DescriptorBudget
 from gvtwisted.services.dhcp import DHCPConfig, DHCPServer, searchDomainsFromResolvConf
@@ -50,9 +52,11 @@ class Gvtap:
                 subnet=config.subnet,
                 dnsServers=[gateway] if dns else [],
                 mtu=config.mtu,
-                staticLeases={_mac(config.deviceMAC): str(config.deviceIP)},
-                reserved={gateway, str(config.hostIP)},
-                searchDomains=searchDomainsFromResolvConf(resolvConf),
+                staticLeases=dict(config.staticLeases),
+                reserved={gateway, str(config.hostIP)} | {
+                    socket.inet_ntoa(ip) for ip in config.virtualIPs},
+                searchDomains=(searchDomainsFromResolvConf(resolvConf)
+                               if config.searchDomains is None else config.searchDomains),
                 maxLeasesPerLink=maxLeasesPerLink,
             ),
             reactor,
@@ -80,7 +84,8 @@ class Gvtap:
         if dns:
             self.dns = DNSService(
                 reactor,
-                DNSZones(defaultZones(gateway, str(config.hostIP))),
+                DNSZones(defaultZones(gateway, str(config.hostIP))
+                         if config.zones is None else config.zones),
                 upstreams=dnsUpstreams or None,
                 resolvConf=resolvConf,
                 hostsFile=dnsHosts,

@@ -159,7 +159,7 @@ class OptionsTests(SynchronousTestCase):
         c = options["config"]
         self.assertEqual((str(c.gatewayIP), str(c.deviceIP), str(c.hostIP), c.mtu),
                          ("192.168.127.1", "192.168.127.2", "192.168.127.254", 1500))
-        self.assertEqual(options["listen"], ["unix:/tmp/gv.sock:mode=600"])
+        self.assertEqual(options["listen"], ["unix:/tmp/gv.sock:mode=600:lockfile=0"])
         self.assertEqual(options["listen-qemu"], [])
         self.assertEqual((options["link-grace"], options["max-macs-per-link"]), (60.0, 64))
 
@@ -186,8 +186,8 @@ class OptionsTests(SynchronousTestCase):
         options = self.parse("--listen", "unix:///tmp/a.sock", "--listen", "tcp://127.0.0.1:1024",
                              "--listen-qemu", "unix:///tmp/q.sock")
         self.assertEqual(options["listen"],
-                         ["unix:/tmp/a.sock:mode=600", "tcp:1024:interface=127.0.0.1"])
-        self.assertEqual(options["listen-qemu"], ["unix:/tmp/q.sock:mode=600"])
+                         ["unix:/tmp/a.sock:mode=600:lockfile=0", "tcp:1024:interface=127.0.0.1"])
+        self.assertEqual(options["listen-qemu"], ["unix:/tmp/q.sock:mode=600:lockfile=0"])
 
     def test_qemuOnly(self):
         """

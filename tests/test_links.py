@@ -485,7 +485,7 @@ class EndpointTests(SynchronousTestCase):
         """
         C{unix:///tmp/a.sock} is C{unix:/tmp/a.sock} with mode 600.
         """
-        self.assertEqual(serverEndpointString("unix:///tmp/a.sock"), "unix:/tmp/a.sock:mode=600")
+        self.assertEqual(serverEndpointString("unix:///tmp/a.sock"), "unix:/tmp/a.sock:mode=600:lockfile=0")
 
     def test_tcpURL(self):
         """
@@ -529,9 +529,9 @@ class EndpointTests(SynchronousTestCase):
         self.assertEqual(serverEndpointString("tcp:1024:interface=127.0.0.1"),
                          "tcp:1024:interface=127.0.0.1")
         self.assertEqual(serverEndpointString("vsock:1024"), "vsock:1024")
-        self.assertEqual(serverEndpointString("unix:/run/gv.sock"), "unix:/run/gv.sock:mode=600")
+        self.assertEqual(serverEndpointString("unix:/run/gv.sock"), "unix:/run/gv.sock:mode=600:lockfile=0")
         self.assertEqual(serverEndpointString("unix:/run/gv.sock:mode=660"),
-                         "unix:/run/gv.sock:mode=660")
+                         "unix:/run/gv.sock:mode=660:lockfile=0")
 
     def test_unixURLEscapes(self):
         """
@@ -539,7 +539,7 @@ class EndpointTests(SynchronousTestCase):
         L{unixPath} gives the path back.
         """
         text = serverEndpointString("unix:///tmp/a:b.sock")
-        self.assertEqual(text, "unix:/tmp/a\\:b.sock:mode=600")
+        self.assertEqual(text, "unix:/tmp/a\\:b.sock:mode=600:lockfile=0")
         self.assertEqual(unixPath(text), "/tmp/a:b.sock")
 
     def test_parsesWithTwisted(self):

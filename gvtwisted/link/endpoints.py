@@ -38,6 +38,11 @@ def serverEndpointString(text: str) -> str:
             raise ValueError(f"{text!r}: unknown scheme {url.scheme!r} (unix, tcp, vsock)")
     if text.startswith("unix:") and ":mode=" not in text:
         text += ":mode=600"
+    if text.startswith("unix:") and ":lockfile=" not in text:
+        # No C{PATH.lock}: start-up finds a stale socket itself by asking it
+        # (gvtwisted.startup), and a lock file is one more thing a crash
+        # leaves behind.
+        text += ":lockfile=0"
     return text
 
 

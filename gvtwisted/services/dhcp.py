@@ -279,6 +279,8 @@ class DHCPServer(DatagramProtocol):
         address in use) is kept out of the pool.
     """
 
+    noisy = False  # no "Starting protocol" line at every start
+
     log = Logger()
 
     offerHoldTime = 5

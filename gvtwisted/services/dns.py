@@ -72,6 +72,8 @@ class GatewayDNSDatagramProtocol(dns.DNSDatagramProtocol):
     every datagram is a query (or junk).
     """
 
+    noisy = False  # no "Starting protocol" line at every start
+
     def datagramReceived(self, data, addr):
         self.controller.queryReceived(data, self, addr)
 
@@ -115,6 +117,8 @@ class GatewayDNSServerFactory(server.DNSServerFactory):
     @ivar resolver: a L{ResolverChain} of the local resolver, as twisted.names
         servers have; the gateway's own query path does not use it.
     """
+
+    noisy = False  # no "Starting protocol" line at every start
 
     protocol = GatewayDNSProtocol
     log = Logger()

@@ -199,7 +199,7 @@ class VirtualNetwork:
             return
         if message.op != arp.REQUEST:
             return
-        if message.targetIP not in (self._gwIP, self._hostIP):
+        if not self.config.isVirtualIP(message.targetIP):
             self.counters.increment("arp.ignored")
             return
         self.counters.increment("arp.replies")
@@ -216,7 +216,7 @@ class VirtualNetwork:
         if entry is not None and entry[0] == mac:
             entry[1] = self.reactor.seconds()
             return True
-        if not self.config.inSubnet(ip) or ip in (self._gwIP, self._hostIP):
+        if not self.config.inSubnet(ip) or self.config.isVirtualIP(ip) or ip == self._hostIP:
             self.counters.complain("ipv4.foreignSource", socket.inet_ntoa(ip))
             return False
         if self.leaseOwner is not None:

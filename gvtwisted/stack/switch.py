@@ -32,7 +32,14 @@ class Switch:
     @ivar ports: the attached ports; each provides C{sendFrame(frame)}.
     @ivar listeners: objects with C{linkExpired(iface)} and
         C{macForgotten(iface, mac)}.
+    @ivar onLearn: L{None}, or called as C{onLearn(port, mac)} when a new
+        MAC table entry is made (not on the per-frame path).
+    @ivar onDetach: L{None}, or called as C{onDetach(port)} when a port
+        leaves.
     """
+
+    onLearn = None
+    onDetach = None
 
     def __init__(self, clock, counters, maxMACsPerLink: int = 64,
                  ageing: float = 300.0, tap=None, linkGrace: float = 60.0):
@@ -48,6 +55,10 @@ class Switch:
         # mac -> the interface that holds it (live or within its grace period).
         self._table = {}
         self._tap = tap
+        # Guest ports' numbers for /cam, in attach order from 0 (gvproxy's
+        # connection ids); the gateway (permanent MACs) has none.
+        self._numbers = {}
+        self._nextNumber = 0
 
     def attach(self, port, macs=()):
         """
@@ -60,6 +71,9 @@ class Switch:
         for mac in macs:
             iface.macs[mac] = None
             self._table[mac] = iface
+        if not macs:
+            self._numbers[port] = self._nextNumber
+            self._nextNumber += 1
         return iface
 
     def interfaceFor(self, port):
@@ -81,18 +95,21 @@ class Switch:
         for the grace period.
         """
         iface = self._ifaces.pop(port, None)
-        if port in self.ports:
+        attached = port in self.ports
+        if attached:
             self.ports.remove(port)
-        if iface is None:
-            return
-        iface.up = False
-        iface.port = None
-        if iface.paused:
-            iface.resume()
-        if self.linkGrace > 0:
-            iface.graceCall = self._clock.callLater(self.linkGrace, self._expire, iface)
-        else:
-            self._expire(iface)
+        self._numbers.pop(port, None)
+        if iface is not None:
+            iface.up = False
+            iface.port = None
+            if iface.paused:
+                iface.resume()
+            if self.linkGrace > 0:
+                iface.graceCall = self._clock.callLater(self.linkGrace, self._expire, iface)
+            else:
+                self._expire(iface)
+        if attached and self.onDetach is not None:
+            self.onDetach(port)
 
     def _expire(self, iface):
         """
@@ -144,6 +161,18 @@ class Switch:
                 result[formatMAC(mac)] = iface.name
         return result
 
+    def cam(self) -> dict:
+        """
+        gvproxy's C{/cam}: every guest MAC address learnt on a live link, to
+        the number of its port (the gateway's own address is not listed).
+        """
+        numbers = self._numbers
+        return {
+            formatMAC(mac): numbers[iface.port]
+            for mac, iface in sorted(self._table.items())
+            if iface.up and iface.macs.get(mac) is not None and iface.port in numbers
+        }
+
     def _learn(self, iface, src: bytes, now: float) -> bool:
         owner = self._table.get(src)
         if owner is iface:
@@ -157,6 +186,8 @@ class Switch:
                 # within the grace period: the guest is back.
                 self._takeOver(owner, iface)
                 iface.macs[src] = now
+                if self.onLearn is not None:
+                    self.onLearn(iface.port, src)
                 return True
             seen = owner.macs.get(src)
             if seen is None or now - seen <= self.ageing:
@@ -171,6 +202,8 @@ class Switch:
             self._forget(iface, oldest)
         iface.macs[src] = now
         self._table[src] = iface
+        if self.onLearn is not None:
+            self.onLearn(iface.port, src)
         return True
 
     def _takeOver(self, old, new):

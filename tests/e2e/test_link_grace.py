@@ -75,7 +75,7 @@ def openFiles(pid):
 
 
 def stats(sock):
-    return json.loads(run(["curl", "-sS", "--unix-socket", sock, "http://gvtap/stats"]).stdout)
+    return json.loads(run(["curl", "-sS", "--unix-socket", sock, "http://gvtap/gvtap/stats"]).stdout)
 
 
 def startServer(testCase, code, name):
