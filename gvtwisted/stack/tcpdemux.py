@@ -2,7 +2,8 @@
 The table of virtual TCP connections, and the reactor-like C{listenTCP} and
 C{connectTCP} on virtual addresses.
 
-Segments from the guest are checked (checksum, header) and handed to the
+Segments from the guest are checked (header; the checksum too when the network's
+C{verifyChecksums} is on) and handed to the
 connection of their 4-tuple. A SYN for a new 4-tuple becomes a new
 L{TCPConnection}: to a port the gateway listens on, it is accepted at once; to
 any other address it goes to the NAT, which dials the real destination first and
@@ -197,7 +198,8 @@ class TCPDemux:
 
     def segmentReceived(self, packet, local):
         payload = packet.payload
-        if not wiretcp.verifyChecksum(packet.src, packet.dst, payload):
+        if self.network.verifyChecksums and not wiretcp.verifyChecksum(
+                packet.src, packet.dst, payload):
             self.counters.complain("tcp.checksum")
             return
         try:
