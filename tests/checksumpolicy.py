@@ -7,7 +7,8 @@ carry the same traffic the same way, so a module that builds networks ends with
 C{verifyingVariants(globals())}: each of its test case classes gets a twin,
 C{...WithVerifiedChecksums}, that runs every test again with verification on.
 A test about the policy itself sets C{network.verifyChecksums} on the instance,
-which both twins honour.
+which both twins honour. A class that builds no network says so with
+C{checksumPolicyIndependent = True} and gets no twin.
 """
 
 from gvtwisted.stack.network import VirtualNetwork
@@ -24,6 +25,7 @@ def verifyingVariants(namespace):
     for name, cls in list(namespace.items()):
         if not (isinstance(cls, type) and issubclass(cls, SynchronousTestCase)
                 and cls.__module__ == module
+                and not getattr(cls, "checksumPolicyIndependent", False)
                 and any(attr.startswith("test_") for attr in dir(cls))):
             continue
 

@@ -289,6 +289,14 @@ class VirtualNetwork:
     def _send(self, frame):
         self.switch.forward(self.gatewayPort, frame)
 
+    def sendFrameParts(self, parts):
+        """
+        Send a frame given as pieces, a complete header and a payload, which
+        reach the guest link's transport as they are, never concatenated (the
+        data segments of L{gvtwisted.stack.frames.TCPFrameSender}).
+        """
+        self.switch.forwardParts(self.gatewayPort, parts)
+
     def nextIdent(self) -> int:
         self._ident = (self._ident + 1) & 0xFFFF
         return self._ident

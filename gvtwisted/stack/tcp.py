@@ -234,6 +234,15 @@ class TCPConnection:
             self._localIP, self._remoteIP, self._localPort, self._remotePort
         )
         self._send = send
+        # Optional: a callable that sends a data segment with timestamps as a
+        # prebuilt header plus the payload (L{gvtwisted.stack.frames}), or
+        # returns False to have it built here.
+        self.frameSender = None
+        # Optional: the switch's L{gvtwisted.stack.switch.FrameBatch}; while one
+        # is open, in-order data waits for its end and goes to the protocol in
+        # one dataReceived.
+        self.batch = None
+        self._batched = False
         self.mss = mss
         self.onClose = onClose
         self.onConnectFailed = None
@@ -962,7 +971,30 @@ class TCPConnection:
             self._oooPull()
         if self._finRcvSeq is not None and self._finRcvSeq == self._rcvNxt:
             self._finReceived()
+        batch = self.batch
+        if batch is not None and batch.depth:
+            if not self._batched:
+                self._batched = True
+                batch.atEnd(self._batchEnded)
+            return
         self._drainReceiveQueue()
+
+    def _batchEnded(self):
+        """
+        The link read whose segments brought data is done: deliver it all in
+        one C{dataReceived}, as one read of a socket returns all that arrived.
+        Joining it is also the one copy out of the link's read buffer.
+        """
+        self._batched = False
+        queue = self._rcvQueue
+        if len(queue) > 1:
+            joined = b"".join(queue)
+            queue.clear()
+            queue.append(joined)
+        elif queue and type(queue[0]) is not bytes:
+            queue[0] = bytes(queue[0])
+        if self.state is not CLOSED:
+            self._drainReceiveQueue()
 
     def _accept(self, data):
         """
@@ -971,7 +1003,11 @@ class TCPConnection:
         """
         if self._readClosed or self._lostNotified:
             return
-        data = bytes(data)
+        batch = self.batch
+        if batch is None or not batch.depth:
+            data = bytes(data)
+        # Else a view into the link's read buffer until the batch ends, when it
+        # is joined with the rest of the batch in one copy.
         self._rcvQueue.append(data)
         self._rcvBuffered += len(data)
 
@@ -1154,6 +1190,9 @@ class TCPConnection:
             ack = 0
             window = 0
         if self._tsOk:
+            if payload and self.frameSender is not None and self.frameSender(
+                    seq, ack, flags, window, self._tsNow(), self._tsRecent, payload):
+                return
             options = _TS_OPTION.pack(1, 1, 8, 10, self._tsNow(), self._tsRecent)
             if self._ooo and self._sackOk and not payload and flags & ACK:
                 options += self._sackBlocks(3)
@@ -1273,7 +1312,9 @@ class TCPConnection:
             # Time one segment per round trip, never a retransmitted one (Karn).
             self._rttSeq = seq + n + (1 if fin else 0)
             self._rttTime = self.clock.seconds()
-        self._emit(flags, seq, buf[off : off + n] if n else b"")
+        # One copy of the payload, straight out of the buffer (a bytearray
+        # slice would be a copy, and concatenating it with the header another).
+        self._emit(flags, seq, bytes(memoryview(buf)[off : off + n]) if n else b"")
 
     def _output(self):
         """
