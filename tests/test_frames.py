@@ -304,11 +304,20 @@ class GoldenTransferTests(NetworkTestCase):
         """
         The data segments' frames, their timestamps included (the clock is
         the same), are identical either way, and with templates on they reach
-        the link in pieces.
+        the link in pieces, their checksums summed a burst at a time.
         """
+        from gvtwisted.stack import tcp
+
+        bursts = []
+        foldEach = tcp.foldEach
+        self.patch(tcp, "foldEach", lambda data, size: (bursts.append(len(data) // size),
+                                                        foldEach(data, size))[1])
         plainSyn, plain, plainPieces = self.transfer(False)
         self.assertEqual(plainPieces, [])
+        self.assertEqual(bursts, [])
         fastSyn, fast, fastPieces = self.transfer(True)
+        # The payloads' checksums were summed a burst at a time.
+        self.assertTrue(bursts and max(bursts) > 1, bursts)
         self.assertEqual(len(fastPieces), len(fast))
         self.assertEqual(fastSyn, plainSyn)
         self.assertEqual(len(fast), len(plain))

@@ -162,6 +162,19 @@ class ChecksumTests(SynchronousTestCase):
         self.assertFalse(checksum.verifies(b"\x00" + packet[:-1]))
 
     @FUZZ
+    @given(st.integers(1, 400).map(lambda n: 4 * n), st.integers(1, 12), st.integers(0, 3),
+           st.randoms())
+    def test_foldEach(self, size, count, offset, rng):
+        """
+        L{checksum.foldEach} gives L{checksum.fold} of each piece of a burst,
+        at any alignment, a partial last piece left out.
+        """
+        data = bytes(rng.getrandbits(8) for _ in range(size * count + size // 2 + offset))
+        view = memoryview(data)[offset:]
+        self.assertEqual(checksum.foldEach(view, size),
+                         [referenceFold(view[i * size:(i + 1) * size]) for i in range(count)])
+
+    @FUZZ
     @given(st.binary(min_size=2, max_size=3000).filter(lambda b: len(b) % 2 == 0),
            st.data())
     def test_incrementalUpdate(self, data, draw):

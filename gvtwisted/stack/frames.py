@@ -66,7 +66,7 @@ class TCPFrameTemplate:
                          + ((OPT_NOP << 8) | OPT_NOP)
                          + ((OPT_TIMESTAMP << 8) | 10)) % 0xFFFF
 
-    def fill(self, seq, ack, flags, window, tsVal, tsEcr, payload) -> bytes:
+    def fill(self, seq, ack, flags, window, tsVal, tsEcr, payload, payloadFold=None) -> bytes:
         """
         The 66 header bytes of a segment that carries C{payload}.
 
@@ -74,6 +74,8 @@ class TCPFrameTemplate:
             C{tsVal} and C{tsEcr}.
         @param window: the window field, already scaled down.
         @param payload: bytes-like, so long that the packet fits the MTU.
+        @param payloadFold: L{fold} of C{payload} if the caller has it already
+            (L{gvtwisted.wire.checksum.foldEach} over a burst).
         """
         seq &= 0xFFFFFFFF
         ack &= 0xFFFFFFFF
@@ -89,7 +91,7 @@ class TCPFrameTemplate:
         total = (self._tcpBase + tcpLength + (seq >> 16) + (seq & 0xFFFF)
                  + (ack >> 16) + (ack & 0xFFFF) + flags + window
                  + (tsVal >> 16) + (tsVal & 0xFFFF) + (tsEcr >> 16) + (tsEcr & 0xFFFF)
-                 + fold(payload)) % 0xFFFF
+                 + (fold(payload) if payloadFold is None else payloadFold)) % 0xFFFF
         _TCP_FIELDS.pack_into(buffer, _TCP_FIELDS_AT, seq, ack, _TCP_HEADER_LENGTH << 2,
                               flags, window, 0xFFFF - total if total else 0)
         _TIMESTAMPS.pack_into(buffer, _TIMESTAMPS_AT, tsVal, tsEcr)
@@ -117,7 +119,7 @@ class TCPFrameSender:
         self._dstPort = dstPort
         self._template = None
 
-    def __call__(self, seq, ack, flags, window, tsVal, tsEcr, payload) -> bool:
+    def __call__(self, seq, ack, flags, window, tsVal, tsEcr, payload, payloadFold=None) -> bool:
         """
         Send the segment if this path can; C{False} if the caller must.
         """
@@ -130,6 +132,6 @@ class TCPFrameSender:
             template = self._template = TCPFrameTemplate(
                 network.config.gatewayMAC, mac, self._srcIP, self._dstIP,
                 self._srcPort, self._dstPort)
-        network.sendFrameParts((template.fill(seq, ack, flags, window, tsVal, tsEcr, payload),
-                                payload))
+        network.sendFrameParts((template.fill(seq, ack, flags, window, tsVal, tsEcr, payload,
+                                              payloadFold), payload))
         return True

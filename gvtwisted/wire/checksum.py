@@ -52,6 +52,20 @@ def fold(data) -> int:
     return total % 0xFFFF
 
 
+def foldEach(data, size: int):
+    """
+    L{fold} of each of the C{len(data) // size} consecutive C{size}-byte pieces
+    of C{data}, in one numpy call: for a burst of full segments, whose payloads
+    lie side by side in a send buffer, numpy's per-call cost is paid once.
+
+    @param size: a multiple of 4.
+    @return: a list of ints.
+    """
+    count = len(data) // size
+    words = _frombuffer(data, _U4, count * (size >> 2)).reshape(count, size >> 2)
+    return [(int(total) << 8) % 0xFFFF for total in _sum(words, axis=1, dtype=_U64)]
+
+
 def incrementalUpdate(checksum: int, old: int, new: int) -> int:
     """
     RFC 1624 (equation 3): the checksum field after one 16-bit word covered by
