@@ -35,13 +35,15 @@ class Gvtap:
     def __init__(self, reactor, config: NetworkConfig, pcap=None,
                  resolvConf="/etc/resolv.conf", dns=True, maxMACs=4096,
                  hostLoopback=True, ec2MetadataAccess=False, maxConnections=16384,
-                 dnsUpstreams=None, dnsHosts=None, guestAPI=True):
+                 dnsUpstreams=None, dnsHosts=None, guestAPI=True, verifyChecksums=None):
         self.reactor = reactor
         self.config = config
         self.counters = Counters(reactor)
         self.pcap = pcap
         self.switch = Switch(reactor, self.counters, maxEntries=maxMACs, tap=pcap)
         self.network = VirtualNetwork(reactor, config, self.switch, self.counters)
+        if verifyChecksums is not None:
+            self.network.verifyChecksums = verifyChecksums
         gateway = str(config.gatewayIP)
         self.dhcp = DHCPServer(
             DHCPConfig(

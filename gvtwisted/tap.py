@@ -91,6 +91,10 @@ class Options(usage.Options):
         ["listen-stdio", None, "One guest link on stdin/stdout (frames with a 2-byte "
                                "little-endian length). Needs -n and --logfile FILE (or "
                                "--syslog): twistd must not log to stdout."],
+        ["verify-checksums", None, "Verify the TCP and UDP checksums of the guests' frames "
+                                   "(dropped and counted when wrong). Off by default, like "
+                                   "gvproxy: a local link cannot corrupt a frame; the IPv4 "
+                                   "header checksum is always verified."],
     ]
 
     def __init__(self):
@@ -417,7 +421,8 @@ def makeService(options, reactor=None):
                   hostLoopback=not options["no-host-loopback"],
                   ec2MetadataAccess=options["ec2-metadata-access"],
                   maxConnections=options["max-connections"],
-                  dnsUpstreams=options["dns-upstream"], dnsHosts=options["dns-hosts"])
+                  dnsUpstreams=options["dns-upstream"], dnsHosts=options["dns-hosts"],
+                  verifyChecksums=bool(options["verify-checksums"]))
     top.gvtap = gvtap
     notifier = None
     if options.get("notification"):
