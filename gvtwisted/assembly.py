@@ -37,7 +37,8 @@ class Gvtap:
                  resolvConf="/etc/resolv.conf", dns=True, maxMACsPerLink=64,
                  hostLoopback=True, ec2MetadataAccess=False, maxConnections=16384,
                  dnsUpstreams=None, dnsHosts=None, guestAPI=True, linkGrace=60.0,
-                 maxLeasesPerLink=16, descriptorReserve=64):
+                 maxLeasesPerLink=16, descriptorReserve=64,
+                 verifyChecksums=None):
         self.reactor = reactor
         self.config = config
         self.counters = Counters(reactor)
@@ -45,6 +46,8 @@ class Gvtap:
         self.switch = Switch(reactor, self.counters, maxMACsPerLink=maxMACsPerLink, tap=pcap,
                              linkGrace=linkGrace)
         self.network = VirtualNetwork(reactor, config, self.switch, self.counters)
+        if verifyChecksums is not None:
+            self.network.verifyChecksums = verifyChecksums
         gateway = str(config.gatewayIP)
         self.dhcp = DHCPServer(
             DHCPConfig(

@@ -97,6 +97,10 @@ class Options(usage.Options):
         ["listen-stdio", None, "One guest link on stdin/stdout (frames with a 2-byte "
                                "little-endian length). Needs -n and --logfile FILE (or "
                                "--syslog): twistd must not log to stdout."],
+        ["verify-checksums", None, "Verify the TCP and UDP checksums of the guests' frames "
+                                   "(dropped and counted when wrong). Off by default, like "
+                                   "gvproxy: a local link cannot corrupt a frame; the IPv4 "
+                                   "header checksum is always verified."],
     ]
 
     def __init__(self):
@@ -434,7 +438,8 @@ def makeService(options, reactor=None):
                   maxConnections=options["max-connections"],
                   dnsUpstreams=options["dns-upstream"], dnsHosts=options["dns-hosts"],
                   linkGrace=options["link-grace"], maxMACsPerLink=options["max-macs-per-link"],
-                  maxLeasesPerLink=options["max-leases-per-link"])
+                  maxLeasesPerLink=options["max-leases-per-link"],
+                  verifyChecksums=bool(options["verify-checksums"]))
     top.gvtap = gvtap
     notifier = None
     if options.get("notification"):

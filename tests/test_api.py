@@ -34,6 +34,7 @@ from gvtwisted.services.api import makeAPISite
 from gvtwisted.services.api_http import MAX_BODY
 from gvtwisted.services.api_stats import metricName, prometheusText
 from gvtwisted.services.api_tls import splitDescription, tlsServerEndpoint
+from tests.checksumpolicy import verifyingVariants
 
 LOOPBACK_PEER = IPv4Address("TCP", "127.0.0.1", 50000)
 GUEST_PEER = IPv4Address("TCP", "192.168.127.2", 40000)
@@ -916,6 +917,18 @@ class TapTests(SynchronousTestCase):
             e = self.assertRaises(SystemExit, self.parse, *args)
             self.assertTrue(str(e).startswith("gvtap: "), str(e))
 
+    def test_verifyChecksums(self):
+        """
+        The guests' TCP and UDP checksums are verified only with
+        --verify-checksums.
+        """
+        from tests.test_forwarder import ForwardReactor
+
+        top = self.makeService(ForwardReactor(), "--ssh-port", "-1")
+        self.assertIs(top.gvtap.network.verifyChecksums, False)
+        top = self.makeService(ForwardReactor(), "--ssh-port", "-1", "--verify-checksums")
+        self.assertIs(top.gvtap.network.verifyChecksums, True)
+
     def makeService(self, reactor, *args):
         from gvtwisted import tap
 
@@ -985,3 +998,6 @@ class TapTests(SynchronousTestCase):
         self.assertEqual(len(errors), 1)
         self.assertEqual(errors[0]["local"], "127.0.0.1:2222")
         self.assertIn("Address already in use", errors[0]["reason"])
+
+
+verifyingVariants(globals())

@@ -10,6 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from gvtwisted.assembly import Gvtap
 from gvtwisted.config import NetworkConfig
+from tests.checksumpolicy import verifyingVariants
 
 
 class AssemblyTests(SynchronousTestCase):
@@ -56,3 +57,6 @@ class AssemblyTests(SynchronousTestCase):
         --max-connections caps the TCP table.
         """
         self.assertEqual(self.build(maxConnections=7).tcp.maxConnections, 7)
+
+
+verifyingVariants(globals())

@@ -327,14 +327,15 @@ class BatchTests(SynchronousTestCase):
         import time
 
         self.protocol.maxBatchTime = 0.001
+        self.protocol.cheapBatch = 1
         self.protocol.frameReceived = lambda frame: (self.protocol.frames.append(frame),
                                                      time.sleep(0.002))
-        self.protocol.dataReceived(encodeFrame(LE16, FRAME_A) * 9)
+        self.protocol.dataReceived(encodeFrame(LE16, FRAME_A) * 12)
         self.assertEqual(len(self.protocol.frames), 1)
         self.assertEqual(self.transport.producerState, "paused")
-        for _ in range(8):
+        for _ in range(11):
             self.oneTurn()
-        self.assertEqual(len(self.protocol.frames), 9)
+        self.assertEqual(len(self.protocol.frames), 12)
         self.assertEqual(self.transport.producerState, "producing")
 
     def test_lostDropsBacklog(self):

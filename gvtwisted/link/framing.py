@@ -111,8 +111,9 @@ class FramedLinkProtocol(Protocol):
     log = Logger()
     # Frames handled per reactor turn; None: every frame of a read at once.
     maxBatch = None
-    # With maxBatch: at most this many seconds of frames per turn, and a read
-    # of at most cheapBatch frames is handled at once without timing.
+    # With maxBatch: a read of at most maxBatch frames is handled at once, as
+    # one batch; a longer one in batches of cheapBatch frames, at most
+    # maxBatchTime seconds' worth per turn.
     maxBatchTime = 0.001
     cheapBatch = 8
 
@@ -134,6 +135,14 @@ class FramedLinkProtocol(Protocol):
         """
         Called with each whole frame; override or assign.
         """
+
+    def framesReceived(self, frames):
+        """
+        Called with the whole frames of one read (at least one), in order;
+        override or assign to handle them as a batch.
+        """
+        for frame in frames:
+            self.frameReceived(frame)
 
     def framingError(self, reason: str):
         """
@@ -158,13 +167,13 @@ class FramedLinkProtocol(Protocol):
             abort = getattr(self.transport, "abortConnection", None)
             (abort or self.transport.loseConnection)()
             return
-        batch = self.maxBatch
+        if not frames:
+            return
         if self._backlog is not None:
             self._backlog.extend(frames)
             return
-        if batch is None or len(frames) <= self.cheapBatch:
-            for frame in frames:
-                self.frameReceived(frame)
+        if self.maxBatch is None or len(frames) <= self.maxBatch:
+            self.framesReceived(frames)
             return
         self._backlog = deque(frames)
         self._nextBatch()
@@ -185,8 +194,14 @@ class FramedLinkProtocol(Protocol):
         if backlog is None:
             return
         deadline = perf_counter() + self.maxBatchTime
-        for _ in range(min(self.maxBatch, len(backlog))):
-            self.frameReceived(backlog.popleft())
+        step = self.cheapBatch
+        left = self.maxBatch
+        while backlog and left > 0:
+            # Handed on in small batches (framesReceived), the clock looked
+            # at between them.
+            chunk = [backlog.popleft() for _ in range(min(step, left, len(backlog)))]
+            left -= len(chunk)
+            self.framesReceived(chunk)
             if self._backlog is None:
                 return
             if perf_counter() > deadline:
@@ -220,3 +235,10 @@ class FramedLinkProtocol(Protocol):
         Write one frame with its length header.
         """
         self.transport.writeSequence((self._pack(len(frame)), frame))
+
+    def sendFrameParts(self, parts, length: int):
+        """
+        Write one frame given in pieces (bytes) of C{length} bytes in all, with
+        its length header: the transport gets the pieces as they are.
+        """
+        self.transport.writeSequence((self._pack(length), *parts))

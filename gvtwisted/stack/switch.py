@@ -27,6 +27,39 @@ from gvtwisted.stack.iface import LinkInterface
 from gvtwisted.wire.ethernet import formatMAC
 
 
+class FrameBatch:
+    """
+    The frames of one read of a guest link, while the switch handles them one
+    after the other (L{Switch.receiveFrames}).
+
+    What can be done once for all of them is registered with L{atEnd} while
+    C{depth} is non-zero: a TCP connection delivers the in-order data of all
+    its segments in the batch to its protocol in one C{dataReceived} (so the
+    host socket gets one write), as a kernel hands a reader everything that
+    arrived since its last read.
+    """
+
+    __slots__ = ("depth", "_later")
+
+    def __init__(self):
+        self.depth = 0
+        self._later = []
+
+    def atEnd(self, call):
+        """
+        Call C{call} (no arguments) when the batch ends; only while one is open.
+        """
+        self._later.append(call)
+
+    def end(self):
+        later = self._later
+        while later:
+            self._later = []
+            for call in later:
+                call()
+            later = self._later
+
+
 class Switch:
     """
     @ivar ports: the attached ports; each provides C{sendFrame(frame)}.
@@ -59,6 +92,7 @@ class Switch:
         # connection ids); the gateway (permanent MACs) has none.
         self._numbers = {}
         self._nextNumber = 0
+        self.batch = FrameBatch()
 
     def attach(self, port, macs=()):
         """
@@ -243,6 +277,59 @@ class Switch:
                 if out is not port:
                     out.sendFrame(frame)
                 return
+        for out in self.ports:
+            if out is not port:
+                out.sendFrame(frame)
+
+    def receiveFrames(self, port, frames):
+        """
+        L{receiveFrame} for each of C{frames}, the frames of one read of
+        C{port}'s link, as one L{FrameBatch}.
+        """
+        if len(frames) == 1:
+            self.receiveFrame(port, frames[0])
+            return
+        batch = self.batch
+        batch.depth += 1
+        try:
+            for frame in frames:
+                try:
+                    self.receiveFrame(port, frame)
+                except Exception:
+                    # One frame's failure costs that frame, not the rest of
+                    # the read.
+                    self._counters.failure("link.frame", getattr(port, "name", ""))
+        finally:
+            batch.depth -= 1
+            if not batch.depth:
+                batch.end()
+
+    def forwardParts(self, port, parts):
+        """
+        L{forward} for a frame the gateway built in pieces (its headers, then
+        the payload): a port that takes pieces (C{sendFrameParts}) gets them as
+        they are, so the payload is not copied on the way; any other port, the
+        pcap tap and a flood get the joined frame. Unicast to an address no
+        live link holds is dropped and counted, as in L{forward}.
+        """
+        if self._tap is not None:
+            self._tap(b"".join(parts))
+        dst = parts[0][0:6]
+        if not dst[0] & 1:
+            iface = self._table.get(dst)
+            if iface is not None and iface.up:
+                out = iface.port
+                sendParts = getattr(out, "sendFrameParts", None)
+                if sendParts is not None:
+                    sendParts(parts)
+                else:
+                    out.sendFrame(b"".join(parts))
+            elif iface is None:
+                self._counters.values["drop.switch.unknownDestination"] += 1
+            else:
+                self._counters.values["drop.switch.linkDown"] += 1
+            return
+        frame = b"".join(parts)
         for out in self.ports:
             if out is not port:
                 out.sendFrame(frame)
