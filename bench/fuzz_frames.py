@@ -12,7 +12,8 @@ anything off the machine). Each input's first byte picks a link and an action
 the rest is the frame. The corpus starts from valid frames of every kind.
 
 It prints how many frames it tried, how many exceptions escaped
-SwitchPort.frameReceived (must be 0: that would drop a real link) and how many
+SwitchPort.frameReceived or framesReceived (must be 0: that would drop a
+real link) and how many
 the dispatch guards caught (error.* counters; each is a bug behind a guard).
 Without atheris installed (pip install atheris) it says so and exits 0.
 """
@@ -141,6 +142,18 @@ class World:
             port.pauseProducing()
         elif action == 0x7D:
             port.resumeProducing()
+        elif action == 0x7C:
+            # Two frames of one read, as a batch (the split point is the
+            # frame's first byte).
+            cut = frame[0] if frame else 0
+            frames = [f for f in (frame[1:cut + 1], frame[cut + 1:]) if f]
+            if frames:
+                self.frames += len(frames)
+                try:
+                    port.framesReceived(frames)
+                except Exception:
+                    self.escapes += 1
+                    raise
         elif action >= 0x78:
             self.clock.advance((action - 0x77) * 0.5)
         else:
