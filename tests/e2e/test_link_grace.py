@@ -566,7 +566,8 @@ class FairnessTests(E2EMixin, SynchronousTestCase):
         With the daemon in a namespace of the test's own (so the scan of the
         host address reaches only that namespace's loopback), one guest
         connects to every port of the host and floods DNS while the other's
-        pings to the gateway keep a median under 5 ms.
+        pings to the gateway keep a median under 5 ms (or, on a machine so
+        busy that the quiet median is over 1.25 ms, under four times it).
         """
         from tests.e2e.harness import TWISTD
 
@@ -579,16 +580,30 @@ class FairnessTests(E2EMixin, SynchronousTestCase):
         scanner, _ = self.guest(sock, "192.168.127.2", MAC_A)
         victim, _ = self.guest(sock, "192.168.127.3", MAC_B)
         victim.run("ping", "-c", "2", "-W", "2", "192.168.127.1")
+        # The victim's own latency before the flood, on this machine now: a
+        # busy machine slows every ping, flood or not, and the bound must
+        # measure starvation, not the machine.
+        quiet = victim.run("ping", "-c", "20", "-i", "0.2", "-W", "2", "192.168.127.1",
+                           timeout=30, check=False)
+        quietTimes = sorted(float(part.split("=")[1]) for line in quiet.stdout.splitlines()
+                            for part in line.split() if part.startswith("time="))
+        self.assertGreaterEqual(len(quietTimes), 18, quiet.stdout)
+        baseline = quietTimes[len(quietTimes) // 2]
         for name, code in (("scan", SCAN), ("dnsflood", DNS_FLOOD)):
             with open(os.path.join(self.tempDir, f"{name}.py"), "w") as f:
                 f.write(code)
+        # The load generators run at the lowest CPU priority: on two cores
+        # their own busy loops would otherwise take the CPU from the daemon,
+        # and the test would measure the machine, not the daemon's fairness
+        # between links (a VM's guest burns its own vCPUs, not the host's
+        # network process's).
         scan = subprocess.Popen(scanner.exec(
-            "prlimit", "--nofile=4096", "--", sys.executable,
+            "nice", "-n", "19", "prlimit", "--nofile=4096", "--", sys.executable,
             os.path.join(self.tempDir, "scan.py"), HOST),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.addCleanup(lambda: scan.poll() is None and scan.kill())
         flood = subprocess.Popen(scanner.exec(
-            sys.executable, os.path.join(self.tempDir, "dnsflood.py"), "15"),
+            "nice", "-n", "19", sys.executable, os.path.join(self.tempDir, "dnsflood.py"), "15"),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.addCleanup(lambda: flood.poll() is None and flood.kill())
         time.sleep(1)
@@ -600,7 +615,11 @@ class FairnessTests(E2EMixin, SynchronousTestCase):
         scan.kill()
         self.assertGreaterEqual(len(times), 55, ping.stdout)
         median = times[len(times) // 2]
-        self.assertLess(median, 5.0, f"median {median} ms; {times}")
+        # Unfair scheduling measured 25-33 ms (scan) and 100-225 ms (DNS
+        # flood) here; 5 ms on a quiet machine, four times the quiet median
+        # on a loaded one.
+        bound = max(5.0, 4 * baseline)
+        self.assertLess(median, bound, f"median {median} ms (quiet {baseline} ms); {times}")
         counters = stats(sock)["counters"]
         self.assertGreater(counters.get("nat.tcp.refused", 0), 1000)
         self.assertGreater(int(floodOut.split()[0]), 10000)
