@@ -256,14 +256,18 @@ def run(options, config, tapArgv, reactor=None, stderr=None):
             pass
         fatal(message, stderr)
 
-    try:
-        service.privilegedStartService()
-    except StartupError as e:
-        failed("cannot listen: " + str(e).replace("gvtap: cannot listen on ", "", 1))
-    except SystemExit as e:
-        failed(str(e.code))
-    except (CannotListenError, OSError) as e:
-        failed(f"cannot listen: {e}")
+    def start(phase):
+        # One start-up phase; any failure to listen is gvproxy's fatal line.
+        try:
+            phase()
+        except StartupError as e:
+            failed("cannot listen: " + str(e).replace("gvtap: cannot listen on ", "", 1))
+        except SystemExit as e:
+            failed(str(e.code))
+        except (CannotListenError, OSError) as e:
+            failed(f"cannot listen: {e}")
+
+    start(service.privilegedStartService)
     log.info("{version}", version=versionLine())
     log.debug("command line: {argv!r}, as twistd gvtap {tap!r}", argv=sys.argv, tap=tapArgv)
     state = {"signal": None}
@@ -278,14 +282,7 @@ def run(options, config, tapArgv, reactor=None, stderr=None):
 
     reactor.callWhenRunning(installSignals)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
-    try:
-        service.startService()
-    except StartupError as e:
-        failed("cannot listen: " + str(e).replace("gvtap: cannot listen on ", "", 1))
-    except SystemExit as e:
-        failed(str(e.code))
-    except (CannotListenError, OSError) as e:
-        failed(f"cannot listen: {e}")
+    start(service.startService)
     log.info("waiting for clients...")
     if options["debug"]:
         from twisted.internet.task import LoopingCall
