@@ -29,9 +29,9 @@ integer comparison and wrap-around only exists at the wire.
 """
 
 # Looked up here by the machine (so that a test can watch the checksum bursts).
-from gvtwisted.wire.checksum import foldEach  # noqa: E402
+from gvtwisted.wire.checksum import foldEach
 
-from gvtwisted.stack.tcp.states import (  # noqa: E402
+from gvtwisted.stack.tcp.states import (
     CLOSE_WAIT,
     CLOSED,
     CLOSING,
@@ -45,15 +45,15 @@ from gvtwisted.stack.tcp.states import (  # noqa: E402
     SYN_SENT,
     TIME_WAIT,
 )
-from gvtwisted.stack.tcp.sequence import (  # noqa: E402
+from gvtwisted.stack.tcp.sequence import (
     initialSequenceNumber,
     resetForSegment,
 )
-from gvtwisted.stack.tcp.rtt import RttEstimator  # noqa: E402
-from gvtwisted.stack.tcp.congestion import NewReno  # noqa: E402
-from gvtwisted.stack.tcp.assembler import Assembler  # noqa: E402
-from gvtwisted.stack.tcp.machine import TCPMachine  # noqa: E402
-from gvtwisted.stack.tcp.transport import TCPConnection  # noqa: E402
+from gvtwisted.stack.tcp.rtt import RttEstimator
+from gvtwisted.stack.tcp.congestion import NewReno
+from gvtwisted.stack.tcp.assembler import Assembler
+from gvtwisted.stack.tcp.machine import TCPMachine
+from gvtwisted.stack.tcp.transport import TCPConnection
 
 __all__ = [
     "Assembler",
