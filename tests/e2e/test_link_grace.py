@@ -592,6 +592,31 @@ class FairnessTests(E2EMixin, SynchronousTestCase):
         for name, code in (("scan", SCAN), ("dnsflood", DNS_FLOOD)):
             with open(os.path.join(self.tempDir, f"{name}.py"), "w") as f:
                 f.write(code)
+        # Unfair scheduling measured 25-33 ms (scan) and 100-225 ms (DNS
+        # flood) here; 5 ms on a quiet machine, four times the quiet median
+        # on a loaded one. A second round is run only when the first misses:
+        # one loaded moment of a shared machine must not decide, while an
+        # unfair daemon misses both by far.
+        bound = max(5.0, 4 * baseline)
+        medians = []
+        for attempt in range(2):
+            median, times, sent = self.floodAndPing(scanner, victim)
+            medians.append(median)
+            self.assertGreater(sent, 10000)
+            if median < bound:
+                break
+        self.assertLess(min(medians), bound,
+                        f"medians {medians} ms (quiet {baseline} ms); last round {times}")
+        counters = stats(sock)["counters"]
+        self.assertGreater(counters.get("nat.tcp.refused", 0), 1000)
+        self.assertTrue(daemon.alive())
+
+    def floodAndPing(self, scanner, victim):
+        """
+        One round: C{scanner} scans every port of the host and floods DNS
+        while C{victim} pings the gateway 60 times; return the ping median,
+        the sorted times, and how many queries the flood sent.
+        """
         # The load generators run at the lowest CPU priority: on two cores
         # their own busy loops would otherwise take the CPU from the daemon,
         # and the test would measure the machine, not the daemon's fairness
@@ -613,14 +638,6 @@ class FairnessTests(E2EMixin, SynchronousTestCase):
                        for part in line.split() if part.startswith("time="))
         floodOut, _ = flood.communicate(timeout=60)
         scan.kill()
+        scan.wait(30)
         self.assertGreaterEqual(len(times), 55, ping.stdout)
-        median = times[len(times) // 2]
-        # Unfair scheduling measured 25-33 ms (scan) and 100-225 ms (DNS
-        # flood) here; 5 ms on a quiet machine, four times the quiet median
-        # on a loaded one.
-        bound = max(5.0, 4 * baseline)
-        self.assertLess(median, bound, f"median {median} ms (quiet {baseline} ms); {times}")
-        counters = stats(sock)["counters"]
-        self.assertGreater(counters.get("nat.tcp.refused", 0), 1000)
-        self.assertGreater(int(floodOut.split()[0]), 10000)
-        self.assertTrue(daemon.alive())
+        return times[len(times) // 2], times, int(floodOut.split()[0])
