@@ -26,6 +26,8 @@ from time import perf_counter
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
+from gvtwisted.link.eager import writeSequenceNow
+
 MAX_FRAME = 128 * 1024
 
 
@@ -234,11 +236,11 @@ class FramedLinkProtocol(Protocol):
         """
         Write one frame with its length header.
         """
-        self.transport.writeSequence((self._pack(len(frame)), frame))
+        writeSequenceNow(self.transport, (self._pack(len(frame)), frame))
 
     def sendFrameParts(self, parts, length: int):
         """
         Write one frame given in pieces (bytes) of C{length} bytes in all, with
         its length header: the transport gets the pieces as they are.
         """
-        self.transport.writeSequence((self._pack(length), *parts))
+        writeSequenceNow(self.transport, (self._pack(length), *parts))
