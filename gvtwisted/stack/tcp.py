@@ -197,6 +197,14 @@ class TCPConnection:
     # one ACK for the batch goes out microseconds later (as Linux does with
     # GRO), and saves building and sending an ACK per two segments.
     stretchAcks = True
+    # The ACK of a lone segment shorter than the MSS (a request, a keystroke)
+    # waits this long for data of ours to ride on instead of going out alone at
+    # the end of the turn: a request's answer usually comes back within it, and
+    # the guest is spared a frame (a full extra hop through the link). Linux
+    # delays such ACKs 40 ms; kept short so that a guest whose Nagle waits for
+    # this ACK loses little. 0 turns the delay off.
+    delayedAckTimeout = 0.002
+    _delayedAckCall = None
 
     def __init__(
         self,
@@ -1443,6 +1451,22 @@ class TCPConnection:
             return
         self._output()
         if self._ackOwed:
+            if (
+                self._ackOwed == 1
+                and self.delayedAckTimeout
+                and self.state is ESTABLISHED
+                and self._rcvNxt - self._lastAckSent < self.mss
+            ):
+                if self._delayedAckCall is None:
+                    self._delayedAckCall = self.clock.callLater(
+                        self.delayedAckTimeout, self._delayedAckFired
+                    )
+            else:
+                self._sendAck()
+
+    def _delayedAckFired(self):
+        self._delayedAckCall = None
+        if self._ackOwed and self.state is not CLOSED:
             self._sendAck()
 
     # ------------------------------------------------------------------
@@ -1683,6 +1707,9 @@ class TCPConnection:
         if self._flushCall is not None:
             self._flushCall.cancel()
             self._flushCall = None
+        if self._delayedAckCall is not None:
+            self._delayedAckCall.cancel()
+            self._delayedAckCall = None
         self._sndBuf = bytearray()
         self._ooo = []
         if self.connected and not self._lostNotified and reason is not None:
