@@ -11,7 +11,7 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from gvtwisted.link.eager import writeNow, writeSequenceNow
+from gvtwisted.link.eager import TurnWriter, writeNow, writeSequenceNow
 
 
 class SocketTransportMixin:
@@ -142,3 +142,84 @@ class WriteSequenceNowTests(SocketTransportMixin, SynchronousTestCase):
             transport.doWrite()
             got.append(self.received(peer))
         self.assertEqual(b"".join(got), expected)
+
+
+class TurnWriterTests(SocketTransportMixin, SynchronousTestCase):
+    def makeWriter(self):
+        from twisted.internet.task import Clock
+
+        transport, peer = self.makeTransport()
+        clock = Clock()
+        transport.reactor.callLater = clock.callLater
+        sends = []
+        real = transport.socket
+
+        class CountingSocket:
+            def sendmsg(self, parts):
+                sends.append(len(parts))
+                return real.sendmsg(parts)
+
+            def __getattr__(self, name):
+                return getattr(real, name)
+
+        transport.socket = CountingSocket()
+        return TurnWriter(transport), peer, clock, sends
+
+    def test_firstWriteOfTurnAtOnce(self):
+        """
+        The first write of a turn is in the peer's socket when the call returns.
+        """
+        writer, peer, clock, sends = self.makeWriter()
+        writer.writeSequence((b"\x00\x01", b"a"))
+        self.assertEqual(self.received(peer), b"\x00\x01a")
+        self.assertEqual(sends, [2])
+
+    def test_restOfTurnGathered(self):
+        """
+        Later writes of the same turn wait for its end and leave in one
+        C{sendmsg}, in order; the next turn's first write is at once again.
+        """
+        writer, peer, clock, sends = self.makeWriter()
+        writer.writeSequence((b"1",))
+        writer.writeSequence((b"2", b"3"))
+        writer.writeSequence((b"4",))
+        self.assertEqual(self.received(peer), b"1")
+        clock.advance(0)
+        self.assertEqual(self.received(peer), b"234")
+        self.assertEqual(sends, [1, 3])
+        writer.writeSequence((b"5",))
+        self.assertEqual(self.received(peer), b"5")
+
+    def test_maxPartsSentEarly(self):
+        """
+        Past C{maxParts} gathered pieces, they leave without waiting.
+        """
+        writer, peer, clock, sends = self.makeWriter()
+        writer.maxParts = 4
+        writer.writeSequence((b"a",))
+        writer.writeSequence((b"b", b"c"))
+        writer.writeSequence((b"d", b"e"))
+        self.assertEqual(self.received(peer), b"abcde")
+        self.assertEqual(sends, [1, 4])
+
+    def test_cancelDropsGathered(self):
+        """
+        After C{cancel} (the link is gone) nothing gathered is sent.
+        """
+        writer, peer, clock, sends = self.makeWriter()
+        writer.writeSequence((b"a",))
+        writer.writeSequence((b"b",))
+        writer.cancel()
+        clock.advance(0)
+        self.assertEqual(self.received(peer), b"a")
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_noReactorDirect(self):
+        """
+        A transport with no reactor (StringTransport) gets every write at once.
+        """
+        transport = StringTransport()
+        writer = TurnWriter(transport)
+        writer.writeSequence((b"a",))
+        writer.writeSequence((b"b",))
+        self.assertEqual(transport.value(), b"ab")
