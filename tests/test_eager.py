@@ -223,3 +223,17 @@ class TurnWriterTests(SocketTransportMixin, SynchronousTestCase):
         writer.writeSequence((b"a",))
         writer.writeSequence((b"b",))
         self.assertEqual(transport.value(), b"ab")
+
+    def test_maxBytesSentEarly(self):
+        """
+        Past C{maxBytes} gathered bytes, they leave without waiting, so that
+        the transport's own buffer (and its producer pause) sees them.
+        """
+        writer, peer, clock, sends = self.makeWriter()
+        writer.maxBytes = 10
+        writer.writeSequence((b"a",))
+        writer.writeSequence((b"bcdef",), 5)
+        self.assertEqual(self.received(peer), b"a")
+        writer.writeSequence((b"ghijk",))
+        self.assertEqual(self.received(peer), b"bcdefghijk")
+        self.assertEqual(sends, [1, 2])

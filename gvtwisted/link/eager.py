@@ -101,18 +101,28 @@ class TurnWriter:
 
     @ivar maxParts: pieces gathered before they are sent without waiting for
         the end of the turn (C{sendmsg} takes at most C{IOV_MAX}, 1024).
+    @ivar maxBytes: bytes gathered before they are sent without waiting: what
+        the socket does not take then lands in the transport's buffer, whose
+        producer pause is the link's flow control (gathered bytes are
+        invisible to it).
     """
 
     maxParts = 512
+    maxBytes = 64 * 1024
 
     def __init__(self, transport):
         self.transport = transport
         reactor = getattr(transport, "reactor", None)
         self._callLater = getattr(reactor, "callLater", None)
         self._parts = []
+        self._bytes = 0
         self._call = None
 
-    def writeSequence(self, parts) -> None:
+    def writeSequence(self, parts, length=None) -> None:
+        """
+        Write the pieces C{parts}; C{length}, their total size, if the caller
+        knows it.
+        """
         if self._callLater is None:
             self.transport.writeSequence(parts)
             return
@@ -123,8 +133,10 @@ class TurnWriter:
             return
         gathered = self._parts
         gathered.extend(parts)
-        if len(gathered) >= self.maxParts:
+        self._bytes += sum(map(len, parts)) if length is None else length
+        if len(gathered) >= self.maxParts or self._bytes >= self.maxBytes:
             self._parts = []
+            self._bytes = 0
             writeSequenceNow(self.transport, gathered)
 
     def _endOfTurn(self):
@@ -132,6 +144,7 @@ class TurnWriter:
         gathered = self._parts
         if gathered:
             self._parts = []
+            self._bytes = 0
             writeSequenceNow(self.transport, gathered)
 
     def cancel(self) -> None:
@@ -139,6 +152,7 @@ class TurnWriter:
         The connection is gone: drop what was gathered.
         """
         self._parts = []
+        self._bytes = 0
         if self._call is not None:
             if self._call.active():
                 self._call.cancel()

@@ -238,14 +238,14 @@ class FramedLinkProtocol(Protocol):
         """
         Write one frame with its length header.
         """
-        self._turnWriter().writeSequence((self._pack(len(frame)), frame))
+        self._turnWriter().writeSequence((self._pack(len(frame)), frame), len(frame) + self.header.size)
 
     def sendFrameParts(self, parts, length: int):
         """
         Write one frame given in pieces (bytes) of C{length} bytes in all, with
         its length header: the transport gets the pieces as they are.
         """
-        self._turnWriter().writeSequence((self._pack(length), *parts))
+        self._turnWriter().writeSequence((self._pack(length), *parts), length + self.header.size)
 
     _writer = None
 
