@@ -726,6 +726,16 @@ class EstablishedTests(TCPTestCase):
         self.clock.advance(self.conn.delayedAckTimeout)
         self.assertEqual(self.sent(), [])
 
+    def test_establishedHalfMssSegmentAckedAtTurnEnd(self):
+        """
+        A lone segment above half the MSS (a bulk sender's segment that lost
+        its timestamps' worth, or a sender's last one) is acknowledged at the
+        end of the turn: a sender limited by its window must not wait.
+        """
+        self.feed(ACK, P(), L(), payload=b"a" * (self.conn.mss // 2 + 1))
+        self.clock.advance(0)
+        self.assertSent(S(ACK, L(), P(self.conn.mss // 2 + 1), BUFFER - (self.conn.mss // 2 + 1)))
+
     def test_establishedFullSegmentAckedAtTurnEnd(self):
         """
         A full-sized segment is acknowledged at the end of the turn, not

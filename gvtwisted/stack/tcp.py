@@ -197,7 +197,7 @@ class TCPConnection:
     # one ACK for the batch goes out microseconds later (as Linux does with
     # GRO), and saves building and sending an ACK per two segments.
     stretchAcks = True
-    # The ACK of a lone segment shorter than the MSS (a request, a keystroke)
+    # The ACK of a lone segment of at most half the MSS (a request, a keystroke)
     # waits this long for data of ours to ride on instead of going out alone at
     # the end of the turn: a request's answer usually comes back within it, and
     # the guest is spared a frame (a full extra hop through the link). Linux
@@ -1455,7 +1455,7 @@ class TCPConnection:
                 self._ackOwed == 1
                 and self.delayedAckTimeout
                 and self.state is ESTABLISHED
-                and self._rcvNxt - self._lastAckSent < self.mss
+                and self._rcvNxt - self._lastAckSent <= self.mss // 2
             ):
                 if self._delayedAckCall is None:
                     self._delayedAckCall = self.clock.callLater(
