@@ -237,3 +237,20 @@ class TurnWriterTests(SocketTransportMixin, SynchronousTestCase):
         writer.writeSequence((b"ghijk",))
         self.assertEqual(self.received(peer), b"bcdefghijk")
         self.assertEqual(sends, [1, 2])
+
+    def test_fullSocketWritesThrough(self):
+        """
+        Once the socket is full (the transport holds bytes), later writes of
+        the turn go through the transport's buffer at once, where its producer
+        pause sees them, instead of being gathered.
+        """
+        writer, peer, clock, sends = self.makeWriter()
+        transport = writer.transport
+        writer.writeSequence((b"x" * (4 << 20),))
+        self.assertTrue(transport._tempDataBuffer or transport.dataBuffer)
+        held = len(transport.dataBuffer) + sum(map(len, transport._tempDataBuffer))
+        writer.writeSequence((b"tail",))
+        self.assertEqual(
+            len(transport.dataBuffer) + sum(map(len, transport._tempDataBuffer)), held + 4
+        )
+        self.assertEqual(writer._parts, [])

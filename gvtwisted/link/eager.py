@@ -132,6 +132,15 @@ class TurnWriter:
             self._call = self._callLater(0, self._endOfTurn)
             return
         gathered = self._parts
+        if not _idle(self.transport):
+            # The socket is full and Twisted's buffer holds the rest: write
+            # through it, so that its producer pause sees every frame.
+            if gathered:
+                self._parts = []
+                self._bytes = 0
+                self.transport.writeSequence(gathered)
+            self.transport.writeSequence(parts)
+            return
         gathered.extend(parts)
         self._bytes += sum(map(len, parts)) if length is None else length
         if len(gathered) >= self.maxParts or self._bytes >= self.maxBytes:
