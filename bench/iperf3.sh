@@ -178,36 +178,6 @@ fail_stack() { # stack mtu status: both directions
     report "$1" "$2" up 0 "$3"; report "$1" "$2" down 0 "$3"
 }
 
-PYSPY_BIN=$(command -v "$(dirname "$PY")/py-spy" || command -v py-spy || true)
-
-profile_summary() { # raw py-spy output, label: the top functions by own samples
-    [ -s "$1" ] || { echo "# py-spy $2: no samples"; return; }
-    "$PY" - "$1" "$2" <<'EOF'
-import collections, sys
-own, inclusive, total, idle = collections.Counter(), collections.Counter(), 0, 0
-for line in open(sys.argv[1]):
-    stack, _, count = line.rstrip("\n").rpartition(" ")
-    if not stack or not count.isdigit():
-        continue
-    n = int(count)
-    frames = []
-    for f in stack.split(";"):
-        name, _, where = f.partition(" (")
-        frames.append(f"{name} ({where.split(':')[0].rsplit('/', 1)[-1]})" if where else name)
-    if frames[-1].startswith("EPollReactor.doPoll"):
-        idle += n  # waiting in epoll_wait: not work
-        continue
-    total += n
-    own[frames[-1]] += n
-    for f in set(frames):
-        inclusive[f] += n
-print(f"# py-spy {sys.argv[2]}: {total} busy samples ({idle} idle in epoll left out);"
-      " top functions by own share of the busy samples (inclusive share)")
-for name, n in own.most_common(15):
-    print(f"#   {100 * n / max(total, 1):5.1f} %  ({100 * inclusive[name] / max(total, 1):5.1f} %)  {name}")
-EOF
-}
-
 cleanup_bench() { stop_iperf_server; }
 before_stacks() { GVPBEST=(); BASE=(); }
 

@@ -24,7 +24,9 @@
 # without it, no gvproxy), MTUS (default 1500), ROUNDS (default 1), PINGS,
 # CONNECTIONS, PYTHON (the interpreter of twistd and rr.py), GVTAP_ARGS,
 # KEEP_LOGS=1, GVTAP_BASE=DIR (another gvtap tree, run as the stack gvtap-base;
-# see bench/stacks.sh). Needs root, /dev/net/tun, iproute2; slirp4netns and pasta when
+# see bench/stacks.sh), PYSPY=1 (py-spy at 200 Hz on the gvtap daemon and on
+# gvtap-guest during the client's run: the functions with the most samples of
+# their own, idle time in epoll_wait left out). Needs root, /dev/net/tun, iproute2; slirp4netns and pasta when
 # asked for (a missing one is reported, not fatal).
 set -u
 
@@ -63,7 +65,17 @@ fail_stack() { # stack mtu status
 }
 
 measure() { # stack mtu dst netns
-    local stack=$1 mtu=$2 dst=$3 ns=$4 out rr conn ratios=""
+    local stack=$1 mtu=$2 dst=$3 ns=$4 out rr conn ratios="" spies=() np pid
+    if [ "$stack" != "${stack#gvtap}" ] && [ "${PYSPY:-0}" = 1 ] && [ -n "$PYSPY_BIN" ]; then
+        for np in "daemon:$DAEMON_PID" "guest:$HELPER_PID"; do
+            pid=$(python_pid "${np#*:}")
+            [ -n "$pid" ] || continue
+            "$PYSPY_BIN" record -p "$pid" -d 600 -r 200 -f raw --nonblocking \
+                -o "$WD/pyspy-$stack-$mtu-${np%%:*}.txt" >"$WD/pyspy-$stack-$mtu-${np%%:*}.log" 2>&1 &
+            spies+=("${np%%:*}:$!")
+        done
+        sleep 1   # py-spy attaches
+    fi
     out=$(timeout -k 3 $((60 + PINGS / 50 + CONNECTIONS / 5)) ip netns exec "$ns" \
         "$PY" "$RR" client "$dst" "$PORT" "$PINGS" "$CONNECTIONS" 2>"$WD/$stack-$mtu-rr.err")
     if [ $? != 0 ] || [ -z "$out" ]; then
@@ -71,6 +83,10 @@ measure() { # stack mtu dst netns
         fail_stack "$stack" "$mtu" client-failed
         return
     fi
+    for np in "${spies[@]}"; do
+        kill -INT "${np#*:}" 2>/dev/null; wait "${np#*:}"
+        profile_summary "$WD/pyspy-$stack-$mtu-${np%%:*}.txt" "$stack mtu=$mtu ${np%%:*}"
+    done
     rr=$(echo "$out" | sed 's/.*rr_us=\([0-9]*\).*/\1/')
     conn=$(echo "$out" | sed 's/.*conn_per_s=\([0-9]*\).*/\1/')
     if [ "$stack" != "${stack#gvproxy}" ]; then
@@ -81,6 +97,13 @@ measure() { # stack mtu dst netns
             'BEGIN { printf " rr_vs_gvproxy=%.2f conn_vs_gvproxy=%.2f", (br > 0 ? r / br : 0), (bc > 0 ? c / bc : 0) }')
     fi
     echo "$stack mtu=$mtu $out$ratios"
+}
+
+python_pid() { # pid: that process if it runs Python, else its first child that does
+    local p
+    for p in "$1" $(cat /proc/"$1"/task/*/children 2>/dev/null); do
+        case "$(readlink /proc/"$p"/exe 2>/dev/null)" in *python*) echo "$p"; return ;; esac
+    done
 }
 
 print_machine

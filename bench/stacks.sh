@@ -30,6 +30,26 @@ PY=$(command -v "${PYTHON:-python3}") || { echo "$0: no python3" >&2; exit 1; }
 PY=$("$PY" -c 'import sys; print(sys.executable)')
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 TWISTD=("$PY" -c 'import sys; from twisted.scripts.twistd import run; sys.argv[0] = "twistd"; run()')
+# twistd on another reactor (REACTOR, BASE_REACTOR, GUEST_REACTOR): epoll (Twisted's
+# default here), asyncio (Twisted's asyncio reactor on asyncio's own loop) or uvloop
+# (the asyncio reactor on a uvloop loop; pip install uvloop). Services are the same
+# Twisted protocols on each.
+twistd_on() { # reactor: sets TW to the command that runs twistd on it
+    case "${1:-epoll}" in
+        epoll) TW=("${TWISTD[@]}") ;;
+        asyncio|uvloop)
+            TW=("$PY" -c "import sys, asyncio
+if '$1' == 'uvloop':
+    import uvloop
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+from twisted.internet import asyncioreactor
+asyncioreactor.install(asyncio.new_event_loop())
+from twisted.scripts.twistd import run
+sys.argv[0] = 'twistd'
+run()") ;;
+        *) echo "$0: unknown reactor '$1' (epoll, asyncio, uvloop)" >&2; exit 2 ;;
+    esac
+}
 
 WD=$(mktemp -d /tmp/gvbench-XXXXXX)
 SOCK=$WD/gvtap.sock
@@ -188,14 +208,18 @@ run_gvproxy() { # binary mtu: gvisor-tap-vsock's gvproxy, its gvforwarder in the
 run_gvtap() { # mtu [name source-tree]: gvtap and gvtap-guest, from this tree or another
     local mtu=$1 name=${2:-gvtap} tree=${3:-$REPO}
     local ns=$NS-gvtap log=$WD/$name-$mtu.log hlog=$WD/$name-guest-$mtu.log prof=() extra=()
-    local PYTHONPATH="$tree${PYTHONPATH#"$REPO"}"
+    local PYTHONPATH="$tree${PYTHONPATH#"$REPO"}" reactor TW=() GTW=()
     export PYTHONPATH
+    if [ "$name" = gvtap-base ]; then reactor=${BASE_REACTOR:-epoll}; else reactor=${REACTOR:-epoll}; fi
+    twistd_on "${GUEST_REACTOR:-$reactor}"; GTW=("${TW[@]}")
+    twistd_on "$reactor"
+    echo "# $name: daemon on the $reactor reactor, gvtap-guest on ${GUEST_REACTOR:-$reactor}"
     # No default ssh forward (127.0.0.1:2222): a benchmark binds no host port it does not need.
     "${TWISTD[@]}" gvtap --help 2>/dev/null | grep -q -- --ssh-port && extra=(--ssh-port=-1)
     # shellcheck disable=SC2206  # GVTAP_ARGS is split on purpose
     extra+=(${GVTAP_ARGS:-})
     [ "${PROFILE:-0}" = 1 ] && prof=(--profile="$WD/gvtap-$mtu.pstats" --profiler=cprofile --savestats)
-    (cd "$WD" && exec setsid "${TWISTD[@]}" -n --pidfile= "${prof[@]}" gvtap --listen "unix:$SOCK" --mtu "$mtu" "${extra[@]}") \
+    (cd "$WD" && exec setsid "${TW[@]}" -n --pidfile= "${prof[@]}" gvtap --listen "unix:$SOCK" --mtu "$mtu" "${extra[@]}") \
         >"$log" 2>&1 &
     DAEMON_PID=$!
     wait_until 20 sh -c "test -S '$SOCK' || ! kill -0 $DAEMON_PID 2>/dev/null"
@@ -205,7 +229,7 @@ run_gvtap() { # mtu [name source-tree]: gvtap and gvtap-guest, from this tree or
     fi
     ip netns add "$ns"
     ip -n "$ns" link set lo up
-    (cd "$WD" && exec ip netns exec "$ns" setsid "${TWISTD[@]}" -n --pidfile= gvtap-guest \
+    (cd "$WD" && exec ip netns exec "$ns" setsid "${GTW[@]}" -n --pidfile= gvtap-guest \
         --connect "unix:$SOCK" --iface tap0 --mtu "$mtu" --stop-if-exist=) >"$hlog" 2>&1 &
     HELPER_PID=$!
     if ! wait_until 20 sh -c "ip -n '$ns' link show tap0 2>/dev/null | grep -q ',UP' || ! kill -0 $HELPER_PID 2>/dev/null" \
@@ -265,4 +289,34 @@ run_rounds() { # every stack of STACKS at every MTU of MTUS, ROUNDS times
         done
     done
     echo "# load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+}
+
+PYSPY_BIN=$(command -v "$(dirname "$PY")/py-spy" || command -v py-spy || true)
+
+profile_summary() { # raw py-spy output, label: the top functions by own samples
+    [ -s "$1" ] || { echo "# py-spy $2: no samples"; return; }
+    "$PY" - "$1" "$2" <<'EOF'
+import collections, sys
+own, inclusive, total, idle = collections.Counter(), collections.Counter(), 0, 0
+for line in open(sys.argv[1]):
+    stack, _, count = line.rstrip("\n").rpartition(" ")
+    if not stack or not count.isdigit():
+        continue
+    n = int(count)
+    frames = []
+    for f in stack.split(";"):
+        name, _, where = f.partition(" (")
+        frames.append(f"{name} ({where.split(':')[0].rsplit('/', 1)[-1]})" if where else name)
+    if frames[-1].startswith("EPollReactor.doPoll"):
+        idle += n  # waiting in epoll_wait: not work
+        continue
+    total += n
+    own[frames[-1]] += n
+    for f in set(frames):
+        inclusive[f] += n
+print(f"# py-spy {sys.argv[2]}: {total} busy samples ({idle} idle in epoll left out);"
+      " top functions by own share of the busy samples (inclusive share)")
+for name, n in own.most_common(15):
+    print(f"#   {100 * n / max(total, 1):5.1f} %  ({100 * inclusive[name] / max(total, 1):5.1f} %)  {name}")
+EOF
 }

@@ -460,7 +460,8 @@ class SynReceivedTests(TCPTestCase):
     def test_synReceivedAckWithData(self):
         """
         Data on the ACK that completes the handshake is delivered after
-        C{connectionMade}, and acknowledged at the end of the turn.
+        C{connectionMade}, and acknowledged after the delayed-ACK wait (it is
+        short).
         """
         self.toSynReceived()
         self.feed(ACK | PSH, P(), L(), payload=b"hello")
@@ -468,6 +469,7 @@ class SynReceivedTests(TCPTestCase):
         self.assertEqual(self.protocol.received(), b"hello")
         self.assertEqual(self.sent(), [])
         self.clock.advance(0)
+        self.clock.advance(self.conn.delayedAckTimeout)
         # The window's right edge stays put until it can move by an MSS.
         self.assertSent(S(ACK, L(), P(5), BUFFER - 5))
 
@@ -672,14 +674,103 @@ class EstablishedTests(TCPTestCase):
 
     def test_establishedData(self):
         """
-        Data in order is delivered at once and acknowledged at the end of the
-        reactor turn (a delayed ACK that costs no latency).
+        Data in order is delivered at once; the ACK of a lone short segment
+        waits C{delayedAckTimeout} for data to ride on, and goes alone then.
         """
         self.feed(ACK | PSH, P(), L(), payload=b"abc")
         self.assertEqual(self.protocol.received(), b"abc")
         self.assertEqual(self.sent(), [])
         self.clock.advance(0)
+        self.assertEqual(self.sent(), [])
+        self.clock.advance(self.conn.delayedAckTimeout * 0.9)
+        self.assertEqual(self.sent(), [])
+        self.clock.advance(self.conn.delayedAckTimeout * 0.1)
         self.assertSent(S(ACK, L(), P(3), BUFFER - 3))
+
+    def test_establishedDelayedAckRidesOnReply(self):
+        """
+        A reply written within the delay carries the ACK: one segment, no pure
+        ACK before or after it.
+        """
+        self.feed(ACK | PSH, P(), L(), payload=b"ping")
+        self.clock.advance(0)
+        self.assertEqual(self.sent(), [])
+        self.clock.advance(self.conn.delayedAckTimeout / 2)
+        self.conn.write(b"pong")
+        self.clock.advance(0)
+        self.assertSent(S(ACK | PSH, L(), P(4), BUFFER - 4, b"pong"))
+        self.clock.advance(self.conn.delayedAckTimeout)
+        self.assertEqual(self.sent(), [])
+
+    def test_establishedReplyInTurnNoDelay(self):
+        """
+        A reply written in the same turn as the request leaves at the end of
+        the turn with the ACK on it, as before the delay existed.
+        """
+        self.protocol.dataReceived = lambda data: self.conn.write(data.upper())
+        self.feed(ACK | PSH, P(), L(), payload=b"abc")
+        self.clock.advance(0)
+        self.assertSent(S(ACK | PSH, L(), P(3), BUFFER - 3, b"ABC"))
+
+    def test_establishedSecondSmallSegmentAckedAtTurnEnd(self):
+        """
+        A second segment while an ACK is held: two are owed, the ACK goes at
+        the end of that turn.
+        """
+        self.feed(ACK | PSH, P(), L(), payload=b"a")
+        self.clock.advance(0)
+        self.feed(ACK | PSH, P(1), L(), payload=b"b")
+        self.assertEqual(self.sent(), [])
+        self.clock.advance(0)
+        self.assertSent(S(ACK, L(), P(2), BUFFER - 2))
+        self.clock.advance(self.conn.delayedAckTimeout)
+        self.assertEqual(self.sent(), [])
+
+    def test_establishedHalfMssSegmentAckedAtTurnEnd(self):
+        """
+        A lone segment above half the MSS (a bulk sender's segment that lost
+        its timestamps' worth, or a sender's last one) is acknowledged at the
+        end of the turn: a sender limited by its window must not wait.
+        """
+        self.feed(ACK, P(), L(), payload=b"a" * (self.conn.mss // 2 + 1))
+        self.clock.advance(0)
+        self.assertSent(S(ACK, L(), P(self.conn.mss // 2 + 1), BUFFER - (self.conn.mss // 2 + 1)))
+
+    def test_establishedFullSegmentAckedAtTurnEnd(self):
+        """
+        A full-sized segment is acknowledged at the end of the turn, not
+        delayed: only short segments wait.
+        """
+        self.feed(ACK, P(), L(), payload=b"a" * 1460)
+        self.clock.advance(0)
+        self.assertSent(S(ACK, L(), P(1460), BUFFER))
+
+    def test_establishedDelayedAckOff(self):
+        """
+        With C{delayedAckTimeout} 0, a short segment is acknowledged at the
+        end of the turn.
+        """
+        self.conn.delayedAckTimeout = 0
+        self.feed(ACK | PSH, P(), L(), payload=b"abc")
+        self.assertEqual(self.sent(), [])
+        self.clock.advance(0)
+        self.assertSent(S(ACK, L(), P(3), BUFFER - 3))
+
+    def test_establishedDelayedAckCancelledOnAbort(self):
+        """
+        A connection aborted while an ACK is held leaves no call behind and
+        sends nothing more.
+        """
+        self.feed(ACK | PSH, P(), L(), payload=b"abc")
+        self.clock.advance(0)
+        self.conn.abortConnection()
+        self.sent()
+        self.assertEqual(
+            [c for c in self.clock.getDelayedCalls() if c.func == self.conn._delayedAckFired],
+            [],
+        )
+        self.clock.advance(self.conn.delayedAckTimeout)
+        self.assertEqual(self.sent(), [])
 
     def test_establishedSegmentsAckedOncePerTurn(self):
         """
@@ -1593,6 +1684,7 @@ class LinkTests(TCPTestCase):
         self.assertEqual(self.sent(), [])
         self.feed(ACK, P(), L(), payload=b"in")
         self.clock.advance(0)
+        self.clock.advance(self.conn.delayedAckTimeout)
         self.assertSent(S(ACK, L(), P(2), BUFFER - 2))
         self.link.resume()
         self.assertSent(S(ACK | PSH, L(), P(2), BUFFER - 2, b"held"))
@@ -1627,6 +1719,7 @@ class OptionTests(TCPTestCase):
         self.feed(ACK, P(), L(), options=wire.timestampOption(101, 0))
         self.feed(ACK, P(), L(), payload=b"new", options=wire.timestampOption(105, 0))
         self.clock.advance(0)
+        self.clock.advance(self.conn.delayedAckTimeout)
         [ack] = self.sentSegments()
         self.assertEqual(ack.tsEcr, 105)
         self.feed(ACK, P(3), L(), payload=b"old", options=wire.timestampOption(104, 0))

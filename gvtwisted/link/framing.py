@@ -26,6 +26,8 @@ from time import perf_counter
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
+from gvtwisted.link.eager import TurnWriter
+
 MAX_FRAME = 128 * 1024
 
 
@@ -225,6 +227,8 @@ class FramedLinkProtocol(Protocol):
         The link is gone: what was still waiting goes with it.
         """
         self._backlog = None
+        if self._writer is not None:
+            self._writer.cancel()
         if self._batchCall is not None:
             if self._batchCall.active():
                 self._batchCall.cancel()
@@ -234,11 +238,23 @@ class FramedLinkProtocol(Protocol):
         """
         Write one frame with its length header.
         """
-        self.transport.writeSequence((self._pack(len(frame)), frame))
+        self._turnWriter().writeSequence((self._pack(len(frame)), frame), len(frame) + self.header.size)
 
     def sendFrameParts(self, parts, length: int):
         """
         Write one frame given in pieces (bytes) of C{length} bytes in all, with
         its length header: the transport gets the pieces as they are.
         """
-        self.transport.writeSequence((self._pack(length), *parts))
+        self._turnWriter().writeSequence((self._pack(length), *parts), length + self.header.size)
+
+    _writer = None
+
+    def _turnWriter(self) -> TurnWriter:
+        """
+        The L{TurnWriter} of the current transport: the first frame of a
+        reactor turn leaves at once, the rest of the turn's in one system call.
+        """
+        writer = self._writer
+        if writer is None or writer.transport is not self.transport:
+            writer = self._writer = TurnWriter(self.transport)
+        return writer

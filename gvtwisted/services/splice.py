@@ -18,6 +18,8 @@ from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from twisted.internet.error import ConnectionDone
 
+from gvtwisted.link.eager import writeNow
+
 
 @implementer(IHalfCloseableProtocol)
 class SpliceSide(Protocol):
@@ -76,7 +78,9 @@ class SpliceSide(Protocol):
                     self._pending = []
                 self._pending.append(data)
             return
-        peer.transport.write(data)
+        # At once, not on the next reactor turn: a request/response exchange
+        # pays that turn on every hop (see gvtwisted.link.eager).
+        writeNow(peer.transport, data)
 
     def readConnectionLost(self):
         self.readDone = True

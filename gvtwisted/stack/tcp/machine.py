@@ -137,6 +137,14 @@ class TCPMachine:
     # one ACK for the batch goes out microseconds later (as Linux does with
     # GRO), and saves building and sending an ACK per two segments.
     stretchAcks = True
+    # The ACK of a lone segment of at most half the MSS (a request, a keystroke)
+    # waits this long for data of ours to ride on instead of going out alone at
+    # the end of the turn: a request's answer usually comes back within it, and
+    # the guest is spared a frame (a full extra hop through the link). Linux
+    # delays such ACKs 40 ms; kept short so that a guest whose Nagle waits for
+    # this ACK loses little. 0 turns the delay off.
+    delayedAckTimeout = 0.002
+    _delayedAckCall = None
 
     # What the transport adapter keeps in each instance; these defaults are a
     # machine with no protocol and no link.
@@ -1180,6 +1188,22 @@ class TCPMachine:
             return
         self._output()
         if self._ackOwed:
+            if (
+                self._ackOwed == 1
+                and self.delayedAckTimeout
+                and self.state is ESTABLISHED
+                and self._rcvNxt - self._lastAckSent <= self.mss // 2
+            ):
+                if self._delayedAckCall is None:
+                    self._delayedAckCall = self.clock.callLater(
+                        self.delayedAckTimeout, self._delayedAckFired
+                    )
+            else:
+                self._sendAck()
+
+    def _delayedAckFired(self):
+        self._delayedAckCall = None
+        if self._ackOwed and self.state is not CLOSED:
             self._sendAck()
 
     # ------------------------------------------------------------------
@@ -1359,6 +1383,9 @@ class TCPMachine:
         if self._flushCall is not None:
             self._flushCall.cancel()
             self._flushCall = None
+        if self._delayedAckCall is not None:
+            self._delayedAckCall.cancel()
+            self._delayedAckCall = None
         self._sndBuf = bytearray()
         self._assembler.clear()
         if self.connected and not self._lostNotified and reason is not None:
