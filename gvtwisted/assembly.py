@@ -79,6 +79,9 @@ class Gvtap:
             )
             self.network.listenUDP(53, self.dns.udpProtocol, interface=gateway)
             self.network.listenTCP(53, self.dns.tcpFactory, interface=gateway)
+        self.ipv6 = None
+        if config.ipv6:
+            self._startIPv6(reactor, config, dns, resolvConf)
         # Host ports forwarded into the network, and the guest's own API at
         # http://GATEWAY:80 (the forwarder routes only) to ask for them.
         self.forwarder = ForwarderManager(reactor, self.network, self.counters)
@@ -89,10 +92,42 @@ class Gvtap:
             self.guestAPI = self.network.listenTCP(80, makeAPISite(self, guest=True),
                                                    interface=gateway)
 
+    def _startIPv6(self, reactor, config, dns, resolvConf):
+        """
+        The gateway's IPv6 side (router advertisements, neighbor discovery,
+        DHCPv6), handed every IPv6 frame by the network.
+        """
+        from gvtwisted.services.dhcpv6 import DHCPv6Server
+        from gvtwisted.stack.ipv6gateway import IPv6Gateway
+
+        domains = searchDomainsFromResolvConf(resolvConf)
+        self.ipv6 = IPv6Gateway(reactor, config, self.switch, self.network.gatewayPort,
+                                self.counters, searchDomains=domains)
+        self.dhcpv6 = DHCPv6Server(
+            reactor, self.counters, config.gatewayMAC, config.prefix6Bytes,
+            self.ipv6.macFor,
+            dnsServers=[config.gatewayIP6Bytes] if dns else [],
+            searchDomains=domains,
+            staticLeases={config.deviceMAC: config.deviceIP6Bytes})
+        self.ipv6.listenUDP(547, self.dhcpv6)
+        self.ipv6.addressOwner = self.dhcpv6.ownerOf
+        if dns and self.dns is not None:
+            from gvtwisted.services.dns import GatewayDNSDatagramProtocol
+
+            # A protocol of its own: a datagram protocol answers through the
+            # one transport it was connected to.
+            self.dns6Protocol = GatewayDNSDatagramProtocol(self.dns.tcpFactory, reactor)
+            self.ipv6.listenUDP(53, self.dns6Protocol, interface=str(config.gatewayIP6))
+            self.ipv6.dnsAvailable = True
+        self.network.ipv6 = self.ipv6
+        self.ipv6.start()
+
     def stop(self):
         """
         Close every host socket and timer the network holds.
         """
+        if self.ipv6 is not None:
+            self.ipv6.stop()
         if self.dns is not None:
             self.dns.stop()
         self.nat.stop()
