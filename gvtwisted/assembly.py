@@ -71,7 +71,7 @@ class Gvtap:
         if dns:
             self.dns = DNSService(
                 reactor,
-                DNSZones(defaultZones(gateway, str(config.hostIP))),
+                DNSZones(defaultZones(gateway, str(config.hostIP), *_zones6(config, hostLoopback))),
                 upstreams=dnsUpstreams or None,
                 resolvConf=resolvConf,
                 hostsFile=dnsHosts,
@@ -138,6 +138,20 @@ class Gvtap:
 
     def _leaseOwner(self, ip):
         return self.dhcp.macFor(ip)
+
+
+def _zones6(config, hostLoopback):
+    """
+    The IPv6 addresses of C{gateway} and C{host} in the local zones: none
+    without IPv6; the host's only if the NAT takes ::fe to the host's ::1.
+    """
+    if not config.ipv6:
+        return None, None
+    return str(config.gatewayIP6), (str(config.hostIP6) if hostLoopback and HOST6_REACHABLE else None)
+
+
+#: Whether the NAT reaches the host's ::1 through ::fe (NAT66).
+HOST6_REACHABLE = False
 
 
 def _mac(raw: bytes) -> str:

@@ -56,3 +56,17 @@ class AssemblyTests(SynchronousTestCase):
         --max-connections caps the TCP table.
         """
         self.assertEqual(self.build(maxConnections=7).tcp.maxConnections, 7)
+
+    def test_ipv6Zones(self):
+        """
+        With IPv6 the local zones name the gateway's IPv6 address too (the
+        host's only once NAT66 reaches the host's ::1); with --no-ipv6 they
+        are gvproxy's.
+        """
+        records = self.build().dns.zones.all()[0]["Records"]
+        self.assertIn({"Name": "gateway", "IP": "fd00:192:168:127::1"}, records)
+        self.assertEqual(records[:2], [{"Name": "gateway", "IP": "192.168.127.1"},
+                                       {"Name": "host", "IP": "192.168.127.254"}])
+        gvtap = Gvtap(MemoryReactorClock(), NetworkConfig(ipv6=False), resolvConf=os.devnull)
+        self.addCleanup(gvtap.stop)
+        self.assertEqual(len(gvtap.dns.zones.all()[0]["Records"]), 2)

@@ -161,10 +161,13 @@ class IPv6Tests(E2EMixin, SynchronousTestCase):
     def test_dnsOverIPv6(self):
         """
         C{dig} asks the gateway's DNS on its IPv6 address over UDP and gets
-        the local zone's answer.
+        the local zone's answers, A and AAAA.
         """
         ns = self.guest()
         self.waitForSLAAC(ns)
         answer = ns.run("dig", "+short", "+notcp", "+time=2", "+tries=2", f"@{GATEWAY6}",
                         "gateway.containers.internal", "A").stdout.split()
         self.assertEqual(answer, ["192.168.127.1"])
+        answer = ns.run("dig", "+short", "+notcp", "+time=2", "+tries=2", f"@{GATEWAY6}",
+                        "gateway.containers.internal", "AAAA").stdout.split()
+        self.assertEqual(answer, [GATEWAY6])
