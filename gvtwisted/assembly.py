@@ -81,7 +81,7 @@ class Gvtap:
             self.network.listenTCP(53, self.dns.tcpFactory, interface=gateway)
         self.ipv6 = None
         if config.ipv6:
-            self._startIPv6(reactor, config, dns, resolvConf)
+            self._startIPv6(reactor, config, dns, resolvConf, hostLoopback)
         # Host ports forwarded into the network, and the guest's own API at
         # http://GATEWAY:80 (the forwarder routes only) to ask for them.
         self.forwarder = ForwarderManager(reactor, self.network, self.counters)
@@ -92,7 +92,7 @@ class Gvtap:
             self.guestAPI = self.network.listenTCP(80, makeAPISite(self, guest=True),
                                                    interface=gateway)
 
-    def _startIPv6(self, reactor, config, dns, resolvConf):
+    def _startIPv6(self, reactor, config, dns, resolvConf, hostLoopback=True):
         """
         The gateway's IPv6 side (router advertisements, neighbor discovery,
         DHCPv6), handed every IPv6 frame by the network.
@@ -119,6 +119,14 @@ class Gvtap:
             self.dns6Protocol = GatewayDNSDatagramProtocol(self.dns.tcpFactory, reactor)
             self.ipv6.listenUDP(53, self.dns6Protocol, interface=str(config.gatewayIP6))
             self.ipv6.dnsAvailable = True
+        from gvtwisted.services.nat66 import NAT66
+        from gvtwisted.services.nat66_icmp import ICMP66NAT
+        from gvtwisted.services.nat66_udp import UDP66NAT
+
+        self.nat66 = NAT66(self.ipv6,
+                           udp=UDP66NAT(reactor, self.ipv6, hostLoopback=hostLoopback),
+                           icmp=ICMP66NAT(reactor, self.ipv6, hostLoopback=hostLoopback))
+        self.ipv6.nat = self.nat66
         self.network.ipv6 = self.ipv6
         self.ipv6.start()
 
@@ -128,6 +136,7 @@ class Gvtap:
         """
         if self.ipv6 is not None:
             self.ipv6.stop()
+            self.nat66.stop()
         if self.dns is not None:
             self.dns.stop()
         self.nat.stop()

@@ -142,14 +142,14 @@ class RouterAdvertisementTests(GatewayTestCase):
     def test_golden(self):
         """
         The advertisement is exactly the one laid out from RFC 4861 and RFC
-        8106: O flag (DHCPv6 for other configuration), router lifetime 0 (no
-        NAT66 to route with yet), the prefix on-link and autonomous, MTU,
+        8106: O flag (DHCPv6 for other configuration), router lifetime 1800
+        (NAT66 routes off the link), the prefix on-link and autonomous, MTU,
         RDNSS with the gateway and DNSSL with the host's search domains.
         """
         self.clock.advance(ipv6gateway.RA_INTERVAL)
         [ra] = self.received()
         golden = bytes.fromhex(
-            "8600" "0000" "40" "40" "0000" "00000000" "00000000"
+            "8600" "0000" "40" "40" "0708" "00000000" "00000000"
             "0101" "5a94efe40cdd"
             "0304" "40" "c0" "00015180" "00003840" "00000000" "fd000192016801270000000000000000"
             "0501" "0000" "000005dc"
@@ -158,15 +158,15 @@ class RouterAdvertisementTests(GatewayTestCase):
         csum = referenceChecksum(GW_LL, ipv6.ALL_NODES, 58, golden)
         self.assertEqual(bytes(ra.packet.payload), golden[:2] + struct.pack("!H", csum) + golden[4:])
 
-    def test_routerLifetimeWithNAT(self):
+    def test_routerLifetimeWithoutNAT(self):
         """
-        Once a NAT can route off the link, the gateway is a default router.
+        Without a NAT to route off the link, the gateway is a router for the
+        prefix only (router lifetime 0: no default route through it).
         """
-        self.gateway.nat = object()
+        self.gateway.nat = None
         self.gateway.advertise()
         [ra] = self.received()
-        self.assertEqual(icmpv6.parseRouterAdvertisement(ra.icmp[2]).routerLifetime,
-                         ipv6gateway.ROUTER_LIFETIME)
+        self.assertEqual(icmpv6.parseRouterAdvertisement(ra.icmp[2]).routerLifetime, 0)
 
     def test_noDNS(self):
         """
@@ -484,6 +484,7 @@ class EchoAndTransportTests(GatewayTestCase):
         Without NAT66, traffic to another destination gets a destination
         unreachable (no route) quoting it.
         """
+        self.gateway.nat = None
         far = bytes.fromhex("20010db8000000000000000000000001")
         data = frame(GUEST_SLAAC, far, 58, icmpv6.echo(GUEST_SLAAC, far, 1, 1), hopLimit=64)
         self.send(data)

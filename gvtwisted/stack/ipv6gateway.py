@@ -217,24 +217,30 @@ class IPv6Gateway:
         if packet.isFragment:
             self.counters.increment("drop.ipv6.fragment")
             return
-        local = dst in self._ours or dst in self._multicast
+        proto = packet.proto
+        local = dst in self._gatewayAddresses or dst in self._multicast
         if not local:
             if ipv6.isMulticast(dst):
                 # MLD reports, mDNS, other groups: nobody here listens.
                 self.counters.increment("ipv6.multicastIgnored")
+            elif dst == self._host and proto == ipv6.PROTO_ICMPV6:
+                # Neighbor discovery for the host address is ours; its echo
+                # goes on to the NAT from there.
+                self._icmpReceived(packet, srcMAC)
             elif self.nat is not None:
                 self.nat.ipv6Received(packet, srcMAC)
+            elif dst == self._host and proto == ipv6.PROTO_TCP:
+                self.refuseTCP(packet)
             else:
                 self.counters.increment("drop.ipv6.noRoute")
-                self._sendError(packet, icmpv6.DEST_UNREACHABLE, icmpv6.NO_ROUTE)
+                self.sendICMPv6Error(packet, icmpv6.DEST_UNREACHABLE, icmpv6.NO_ROUTE)
             return
-        proto = packet.proto
         if proto == ipv6.PROTO_ICMPV6:
             self._icmpReceived(packet, srcMAC)
         elif proto == ipv6.PROTO_UDP:
             self._udpReceived(packet)
         elif proto == ipv6.PROTO_TCP:
-            self._tcpReceived(packet)
+            self.refuseTCP(packet)
         elif proto == ipv6.NO_NEXT_HEADER:
             pass
         else:
@@ -301,8 +307,11 @@ class IPv6Gateway:
             self.counters.increment("icmpv6.echoReplies")
             self.sendIPv6(packet.dst, packet.src, ipv6.PROTO_ICMPV6,
                           icmpv6.build(packet.dst, packet.src, icmpv6.ECHO_REPLY, 0, body))
-        elif icmpType == icmpv6.ECHO_REQUEST and packet.dst == self._host and self.nat is not None:
-            self.nat.ipv6Received(packet, srcMAC)
+        elif packet.dst == self._host:
+            if self.nat is not None:
+                self.nat.ipv6Received(packet, srcMAC)
+            else:
+                self.counters.increment("drop.ipv6.noRoute")
         else:
             self.counters.increment("icmpv6.ignored")
 
@@ -412,7 +421,7 @@ class IPv6Gateway:
         if port is None:
             self.counters.increment("drop.ipv6.udp.noListener")
             if not ipv6.isMulticast(packet.dst):
-                self._sendError(packet, icmpv6.DEST_UNREACHABLE, icmpv6.PORT_UNREACHABLE)
+                self.sendICMPv6Error(packet, icmpv6.DEST_UNREACHABLE, icmpv6.PORT_UNREACHABLE)
             return
         self.counters.increment("ipv6.udp.local")
         address = str(ipaddress.IPv6Address(packet.src))
@@ -423,7 +432,7 @@ class IPv6Gateway:
             self.log.failure("UDP protocol on [{address}]:{port} failed",
                              address=address, port=dstPort)
 
-    def _tcpReceived(self, packet):
+    def refuseTCP(self, packet):
         """
         Refuse a TCP segment to the gateway with a RST (RFC 9293 3.10.7.1),
         as a host with nothing listening does.
@@ -491,17 +500,21 @@ class IPv6Gateway:
         self._send(ETH_HEADER.pack(mac, self._mac, TYPE_IPV6)
                    + ipv6.buildHeader(src, dst, proto, len(payload), hopLimit) + payload)
 
-    def _sendError(self, packet, icmpType, code, word=0):
+    def sendICMPv6Error(self, packet, icmpType, code, word=0, src=None):
         """
-        Tell a guest that C{packet} could not be delivered, within the rate
-        limit, and never about a packet from the unspecified address.
+        Tell a guest that C{packet} (anything with C{src}, C{dst} and
+        C{packet}, the bytes to quote) could not be delivered, within the
+        rate limit, and never about a packet from the unspecified address.
+
+        @param src: the error's source; by default the destination itself if
+            it is ours, else the gateway (a router reports what it could not
+            deliver).
         """
         if packet.src == ipv6.UNSPECIFIED or not self._errorLimit.allow():
             return
         self.counters.increment("icmpv6.errorsSent")
-        src = packet.dst if not ipv6.isMulticast(packet.dst) else self.sourceFor(packet.src)
-        if src not in self._ours:
-            src = self.sourceFor(packet.src)
+        if src is None:
+            src = packet.dst if packet.dst in self._ours else self.sourceFor(packet.src)
         message = icmpv6.build(src, packet.src, icmpType, code,
                                word.to_bytes(4, "big") + bytes(packet.packet[:icmpv6.MAX_QUOTE]))
         self.sendIPv6(src, packet.src, ipv6.PROTO_ICMPV6, message)

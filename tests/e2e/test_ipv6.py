@@ -10,11 +10,14 @@ sysctls and say so if they differ, rather than set them.
 """
 
 import os
+import socket
+import subprocess
+import sys
 import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.e2e.harness import E2EMixin, Namespace, skipReason, waitFor
+from tests.e2e.harness import E2EMixin, Namespace, run, skipReason, waitFor
 
 SKIP = skipReason("ping", "dhclient", "dig")
 
@@ -88,7 +91,8 @@ class IPv6Tests(E2EMixin, SynchronousTestCase):
         """
         Within a few seconds of the link coming up the kernel has its
         EUI-64 address in the prefix (from the router advertisement it
-        solicited), the prefix route and the MTU; C{ping -6} reaches the
+        solicited), the prefix route, a default route through the gateway's
+        link-local address, and the MTU; C{ping -6} reaches the
         gateway's global and link-local addresses.
         """
         ns = self.guest("--mtu", "1400")
@@ -96,8 +100,7 @@ class IPv6Tests(E2EMixin, SynchronousTestCase):
         self.assertLess(took, 8.0)
         routes = ns.run("ip", "-6", "route", "show", "dev", "tap0").stdout
         self.assertIn("fd00:192:168:127::/64", routes)
-        # No NAT66 yet: the gateway is not a default router.
-        self.assertNotIn("default", routes)
+        self.assertIn(f"default via {GATEWAY_LL} proto ra", routes)
         mtu = ns.run("sysctl", "-n", "net.ipv6.conf.tap0.mtu").stdout.strip()
         self.assertEqual(mtu, "1400")
         ping = ns.run("ping", "-6", "-c3", "-i", "0.2", "-W", "2", GATEWAY6)
@@ -171,3 +174,165 @@ class IPv6Tests(E2EMixin, SynchronousTestCase):
         answer = ns.run("dig", "+short", "+notcp", "+time=2", "+tries=2", f"@{GATEWAY6}",
                         "gateway.containers.internal", "AAAA").stdout.split()
         self.assertEqual(answer, [GATEWAY6])
+
+
+HOST6 = "fd00:192:168:127::fe"
+
+# A UDP echo server on IPv6: binds ADDRESS:0, writes the port to PORTFILE.
+ECHO6_SERVER = r"""
+import os, socket, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], 0))
+with open(sys.argv[2] + ".tmp", "w") as f:
+    f.write(str(s.getsockname()[1]))
+os.rename(sys.argv[2] + ".tmp", sys.argv[2])
+while True:
+    data, addr = s.recvfrom(65535)
+    s.sendto(data, addr)
+"""
+
+# A UDP client over IPv6: each size to [HOST]:PORT and back, three tries
+# each; prints "SIZE ok" or "SIZE lost", or "refused"/"unreachable ERRNO".
+ECHO6_CLIENT = r"""
+import os, socket, sys
+host, port, sizes = sys.argv[1], int(sys.argv[2]), [int(n) for n in sys.argv[3].split(",")]
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+# Report soft errors too (an address unreachable is one for UDP, RFC 4443).
+s.setsockopt(socket.IPPROTO_IPV6, 25, 1)  # IPV6_RECVERR
+s.settimeout(2)
+s.connect((host, port))
+for size in sizes:
+    data = os.urandom(size)
+    for attempt in range(3):
+        try:
+            s.send(data)
+            while s.recv(65535) != data:
+                pass
+        except socket.timeout:
+            continue
+        except ConnectionRefusedError:
+            print("refused", flush=True)
+            sys.exit(0)
+        except OSError as e:
+            print("unreachable", e.errno, flush=True)
+            sys.exit(0)
+        print(size, "ok", flush=True)
+        break
+    else:
+        print(size, "lost", flush=True)
+"""
+
+
+class NAT66Tests(E2EMixin, SynchronousTestCase):
+    """
+    The guest's IPv6 UDP and pings leave through NAT66: to the host's ::1
+    (through ::fe) and to an "internet" namespace on a veth with IPv6
+    addresses. Network rule: only loopback and namespaces made here.
+    """
+
+    if SKIP:
+        skip = SKIP
+
+    def setUp(self):
+        E2EMixin.setUp(self)
+        from tests.e2e.harness import Process
+
+        self.Process = Process
+        self.daemon, sock = self.startDaemon()
+        self.guest = Namespace(self)
+        self.startGuest(self.guest, sock)
+        IPv6Tests.waitForSLAAC(self, self.guest)
+        waitFor(lambda: "default via" in self.guest.run("ip", "-6", "route").stdout,
+                what="the default route from the router advertisement")
+
+    def echoServer(self, address, namespace=None, name="echo6"):
+        portFile = os.path.join(self.tempDir, f"{name}.port")
+        args = [sys.executable, "-c", ECHO6_SERVER, address, portFile]
+        process = self.Process(self, namespace.exec(*args) if namespace else args, name)
+        waitFor(lambda: os.path.exists(portFile) or not process.alive(), what=f"the {name} server")
+        self.assertTrue(process.alive(), process.output())
+        with open(portFile) as f:
+            return int(f.read())
+
+    def udpEcho(self, host, port, sizes):
+        result = self.guest.run(sys.executable, "-c", ECHO6_CLIENT, host, str(port),
+                                ",".join(str(n) for n in sizes), timeout=60, check=False)
+        return result.stdout.split("\n")[:-1]
+
+    def internet(self):
+        """
+        A namespace on a veth from the host: host side fd99:N::1/64,
+        namespace side fd99:N::2/64. Returns the namespace and "fd99:N::".
+        """
+        inet = Namespace(self, prefix="gvtinet6")
+        n = os.getpid() % 0xFFFF
+        prefix = f"fd99:{n:x}::"
+        hostSide = f"gvt6nat{os.getpid() % 100000}"
+        run(["ip", "link", "add", hostSide, "type", "veth", "peer", "name", "inet0",
+             "netns", inet.name])
+        self.addCleanup(subprocess.run, ["ip", "link", "del", hostSide], capture_output=True)
+        run(["ip", "addr", "add", prefix + "1/64", "dev", hostSide, "nodad"])
+        run(["ip", "link", "set", hostSide, "up"])
+        inet.run("ip", "addr", "add", prefix + "2/64", "dev", "inet0", "nodad")
+        inet.run("ip", "link", "set", "inet0", "up")
+        waitFor(lambda: "1 received" in run(["ping", "-6", "-c1", "-W1", prefix + "2"],
+                                            check=False).stdout,
+                timeout=10, what="the internet namespace to answer the host")
+        return inet, prefix
+
+    def test_pingHost(self):
+        """
+        C{ping -6 ::fe} gets real replies from the host's ::1.
+        """
+        ping = self.guest.run("ping", "-6", "-c3", "-i", "0.2", "-W", "2", HOST6)
+        self.assertIn("3 received", ping.stdout)
+
+    def test_udpToHost(self):
+        """
+        UDP over IPv6 to [::fe]:PORT reaches an echo server on the host's
+        [::1]:PORT; 1 and 1200 bytes come back intact.
+        """
+        port = self.echoServer("::1")
+        self.assertEqual(self.udpEcho(HOST6, port, [1, 1200]), ["1 ok", "1200 ok"])
+
+    def test_udpPortUnreachable(self):
+        """
+        UDP to a closed port of the host's ::1 is refused in the guest: the
+        port unreachable travelled back as ICMPv6.
+        """
+        s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        s.bind(("::1", 0))
+        closed = s.getsockname()[1]
+        s.close()
+        self.assertEqual(self.udpEcho(HOST6, closed, [1]), ["refused"])
+
+    def test_internet(self):
+        """
+        ping -6 and UDP to a namespace reached over a veth from the host go
+        through NAT66 and come back; an address nobody holds gets no reply.
+        """
+        inet, prefix = self.internet()
+        ping = self.guest.run("ping", "-6", "-c3", "-i", "0.2", "-W", "2", prefix + "2")
+        self.assertIn("3 received", ping.stdout)
+        port = self.echoServer(prefix + "2", namespace=inet, name="inet-echo6")
+        self.assertEqual(self.udpEcho(prefix + "2", port, [1, 1200]), ["1 ok", "1200 ok"])
+        nobody = self.guest.run("ping", "-6", "-c1", "-W", "2", prefix + "77", check=False)
+        self.assertNotEqual(nobody.returncode, 0)
+
+    def test_noRouteAtOnce(self):
+        """
+        A destination the host has no route to (an unreachable route added
+        for the test) is answered with an ICMPv6 unreachable at once.
+        """
+        prefix = f"fd98:{os.getpid() % 0xFFFF:x}::"
+        run(["ip", "-6", "route", "add", "unreachable", prefix + "/64"])
+        self.addCleanup(subprocess.run, ["ip", "-6", "route", "del", "unreachable", prefix + "/64"],
+                        capture_output=True)
+        started = time.monotonic()
+        ping = self.guest.run("ping", "-6", "-c1", "-W", "5", prefix + "1", check=False)
+        self.assertNotEqual(ping.returncode, 0)
+        self.assertIn("Destination unreachable", ping.stdout + ping.stderr)
+        self.assertLess(time.monotonic() - started, 3.0)
+        result = self.udpEcho(prefix + "1", 9, [1])
+        self.assertEqual(len(result), 1)
+        self.assertTrue(result[0].startswith("unreachable"), result)
