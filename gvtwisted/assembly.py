@@ -81,7 +81,7 @@ class Gvtap:
             self.network.listenTCP(53, self.dns.tcpFactory, interface=gateway)
         self.ipv6 = None
         if config.ipv6:
-            self._startIPv6(reactor, config, dns, resolvConf, hostLoopback)
+            self._startIPv6(reactor, config, dns, resolvConf, hostLoopback, maxConnections)
         # Host ports forwarded into the network, and the guest's own API at
         # http://GATEWAY:80 (the forwarder routes only) to ask for them.
         self.forwarder = ForwarderManager(reactor, self.network, self.counters)
@@ -89,10 +89,13 @@ class Gvtap:
         if guestAPI:
             from gvtwisted.services.api import makeAPISite
 
-            self.guestAPI = self.network.listenTCP(80, makeAPISite(self, guest=True),
-                                                   interface=gateway)
+            site = makeAPISite(self, guest=True)
+            self.guestAPI = self.network.listenTCP(80, site, interface=gateway)
+            if self.ipv6 is not None:
+                self.tcp6.listenTCP(80, site, interface=str(config.gatewayIP6))
 
-    def _startIPv6(self, reactor, config, dns, resolvConf, hostLoopback=True):
+    def _startIPv6(self, reactor, config, dns, resolvConf, hostLoopback=True,
+                   maxConnections=16384):
         """
         The gateway's IPv6 side (router advertisements, neighbor discovery,
         DHCPv6), handed every IPv6 frame by the network.
@@ -123,9 +126,18 @@ class Gvtap:
         from gvtwisted.services.nat66_icmp import ICMP66NAT
         from gvtwisted.services.nat66_udp import UDP66NAT
 
+        from gvtwisted.services.nat66_tcp import TCP66NAT
+        from gvtwisted.stack.tcpdemux6 import TCP6Demux
+
+        self.tcp6 = TCP6Demux(reactor, self.ipv6, self.counters, maxConnections)
+        self.tcp6.nat = TCP66NAT(reactor, self.ipv6, self.counters, hostLoopback=hostLoopback)
+        self.ipv6.tcp = self.tcp6
         self.nat66 = NAT66(self.ipv6,
                            udp=UDP66NAT(reactor, self.ipv6, hostLoopback=hostLoopback),
-                           icmp=ICMP66NAT(reactor, self.ipv6, hostLoopback=hostLoopback))
+                           icmp=ICMP66NAT(reactor, self.ipv6, hostLoopback=hostLoopback),
+                           tcp=self.tcp6)
+        if self.dns is not None:
+            self.tcp6.listenTCP(53, self.dns.tcpFactory, interface=str(config.gatewayIP6))
         self.ipv6.nat = self.nat66
         self.network.ipv6 = self.ipv6
         self.ipv6.start()
@@ -160,7 +172,7 @@ def _zones6(config, hostLoopback):
 
 
 #: Whether the NAT reaches the host's ::1 through ::fe (NAT66).
-HOST6_REACHABLE = False
+HOST6_REACHABLE = True
 
 
 def _mac(raw: bytes) -> str:

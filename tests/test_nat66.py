@@ -83,9 +83,13 @@ class FakePort:
 
     def sendFrame(self, frame):
         self.frames.append(frame)
+        # Never re-enter the sender: wake the test up in a later turn.
+        reactor.callLater(0, self._wake)
+
+    def _wake(self):
         waiting, self.waiting = self.waiting, []
         for d in waiting:
-            d.callback(frame)
+            d.callback(None)
 
 
 class Echo(DatagramProtocol):

@@ -96,7 +96,8 @@ class NAT66:
 
     @ivar udp: a L{gvtwisted.services.nat66_udp.UDP66NAT} or L{None}.
     @ivar icmp: a L{gvtwisted.services.nat66_icmp.ICMP66NAT} or L{None}.
-    @ivar tcp: an object with C{segmentReceived(packet)}, or L{None}.
+    @ivar tcp: the L{gvtwisted.stack.tcpdemux6.TCP6Demux} (whose C{nat} is a
+        L{gvtwisted.services.nat66_tcp.TCP66NAT}), or L{None}: TCP refused.
     """
 
     def __init__(self, gateway, udp=None, icmp=None, tcp=None):
@@ -136,7 +137,7 @@ class NAT66:
             self.icmp.icmpReceived(packet, icmpType, code, body)
         elif proto == ipv6.PROTO_TCP:
             if self.tcp is not None:
-                self.tcp.segmentReceived(packet)
+                self.tcp.segmentReceived(packet, False)
             else:
                 # No TCP over NAT66: refused at once, so that the guest's
                 # client falls back to IPv4 without waiting.
@@ -146,6 +147,6 @@ class NAT66:
             self.gateway.sendICMPv6Error(packet, icmpv6.DEST_UNREACHABLE, icmpv6.ADMIN_PROHIBITED)
 
     def stop(self):
-        for part in (self.udp, self.icmp, self.tcp):
+        for part in (self.udp, self.icmp):
             if part is not None:
                 part.stop()

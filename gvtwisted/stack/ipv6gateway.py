@@ -18,12 +18,13 @@ It is the router of the guests' IPv6 link:
   - ICMPv6 echo to the gateway is answered; UDP to the gateway goes to ports
     bound with L{IPv6Gateway.listenUDP} (the DHCPv6 server on 547, DNS on 53),
     and a closed port is told with an ICMPv6 port unreachable; TCP to the
-    gateway is refused with a RST until TCP over IPv6 exists.
-  - Traffic for other destinations goes to C{nat} when one is installed; until
-    then the gateway advertises itself with a router lifetime of 0 (a router
-    for the prefix, not a default route), so that a guest's own stack fails
-    fast toward the internet over IPv6 and falls back to IPv4, instead of
-    sending everything into a black hole.
+    gateway goes to C{tcp} (a L{gvtwisted.stack.tcpdemux6.TCP6Demux}), or is
+    refused with a RST without one.
+  - Traffic for other destinations goes to C{nat} (NAT66) when one is
+    installed; without one the gateway advertises itself with a router
+    lifetime of 0 (a router for the prefix, not a default route), so that a
+    guest's own stack fails fast toward the internet over IPv6 and falls back
+    to IPv4, instead of sending everything into a black hole.
 
 Frames from guests are not trusted: each parser raises only its own
 C{ValueError}, which is counted (L{Counters.complain}) and costs that frame.
@@ -108,6 +109,8 @@ class IPv6Gateway:
         self.searchDomains = list(searchDomains)
         self.dnsAvailable = False
         self.nat = None
+        #: the L{gvtwisted.stack.tcpdemux6.TCP6Demux}, or L{None} (TCP refused)
+        self.tcp = None
         self.addressOwner = None
         self.neighbours = {}
         self._pending = {}
@@ -170,6 +173,18 @@ class IPv6Gateway:
                port.port)
         if self._udpPorts.get(key) is port:
             del self._udpPorts[key]
+
+    def linkPaused(self, port):
+        """
+        The guest link C{port} cannot take more now: TCP connections toward
+        guests behind it stop sending until L{linkResumed}.
+        """
+        if self.tcp is not None:
+            self.tcp.linkPaused(port)
+
+    def linkResumed(self, port):
+        if self.tcp is not None:
+            self.tcp.linkResumed(port)
 
     def macFor(self, address: bytes):
         """
@@ -240,7 +255,10 @@ class IPv6Gateway:
         elif proto == ipv6.PROTO_UDP:
             self._udpReceived(packet)
         elif proto == ipv6.PROTO_TCP:
-            self.refuseTCP(packet)
+            if self.tcp is not None:
+                self.tcp.segmentReceived(packet, True)
+            else:
+                self.refuseTCP(packet)
         elif proto == ipv6.NO_NEXT_HEADER:
             pass
         else:

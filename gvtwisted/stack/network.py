@@ -125,10 +125,14 @@ class VirtualNetwork:
         """
         if self.tcp is not None:
             self.tcp.linkPaused(port)
+        if self.ipv6 is not None:
+            self.ipv6.linkPaused(port)
 
     def linkResumed(self, port):
         if self.tcp is not None:
             self.tcp.linkResumed(port)
+        if self.ipv6 is not None:
+            self.ipv6.linkResumed(port)
 
     # -- frames in ----------------------------------------------------------
 

@@ -31,7 +31,7 @@ from collections import deque
 from zope.interface import implementer
 
 from twisted.internet import error, interfaces
-from twisted.internet.address import IPv4Address
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -140,6 +140,18 @@ def _wantedShift(bufferSize: int) -> int:
     return shift
 
 
+
+def _packed(ip: str) -> bytes:
+    """
+    The 4 or 16 bytes of a text address: the machine is the same for IPv6
+    (its pseudo header sums the same way, whatever the address length).
+    """
+    return socket.inet_pton(socket.AF_INET6, ip) if ":" in ip else socket.inet_aton(ip)
+
+
+def _address(addr):
+    return (IPv6Address if ":" in addr[0] else IPv4Address)("TCP", addr[0], addr[1])
+
 @implementer(interfaces.ITCPTransport, interfaces.IPushProducer, interfaces.IConsumer)
 class TCPConnection:
     """
@@ -226,8 +238,8 @@ class TCPConnection:
         self.clock = clock
         self.localAddr = (localAddr[0], localAddr[1])
         self.remoteAddr = (remoteAddr[0], remoteAddr[1])
-        self._localIP = socket.inet_aton(localAddr[0])
-        self._remoteIP = socket.inet_aton(remoteAddr[0])
+        self._localIP = _packed(localAddr[0])
+        self._remoteIP = _packed(remoteAddr[0])
         self._localPort = localAddr[1]
         self._remotePort = remoteAddr[1]
         self._fold = connectionFold(
@@ -1733,10 +1745,10 @@ class TCPConnection:
         self._abortWith(Failure(error.ConnectionAborted()), notifyLater=True)
 
     def getHost(self):
-        return IPv4Address("TCP", self.localAddr[0], self.localAddr[1])
+        return _address(self.localAddr)
 
     def getPeer(self):
-        return IPv4Address("TCP", self.remoteAddr[0], self.remoteAddr[1])
+        return _address(self.remoteAddr)
 
     def getTcpNoDelay(self):
         """

@@ -223,11 +223,10 @@ for size in sizes:
 """
 
 
-class NAT66Tests(E2EMixin, SynchronousTestCase):
+class NAT66Case(E2EMixin, SynchronousTestCase):
     """
-    The guest's IPv6 UDP and pings leave through NAT66: to the host's ::1
-    (through ::fe) and to an "internet" namespace on a veth with IPv6
-    addresses. Network rule: only loopback and namespaces made here.
+    A daemon and a guest that has its SLAAC address and default route.
+    Network rule: only loopback and namespaces made here.
     """
 
     if SKIP:
@@ -279,6 +278,15 @@ class NAT66Tests(E2EMixin, SynchronousTestCase):
                                             check=False).stdout,
                 timeout=10, what="the internet namespace to answer the host")
         return inet, prefix
+
+
+
+class NAT66Tests(NAT66Case):
+    """
+    The guest's IPv6 UDP and pings leave through NAT66: to the host's ::1
+    (through ::fe) and to an "internet" namespace on a veth with IPv6
+    addresses.
+    """
 
     def test_pingHost(self):
         """
@@ -336,3 +344,82 @@ class NAT66Tests(E2EMixin, SynchronousTestCase):
         result = self.udpEcho(prefix + "1", 9, [1])
         self.assertEqual(len(result), 1)
         self.assertTrue(result[0].startswith("unreachable"), result)
+
+
+class TCP66Tests(NAT66Case):
+    """
+    TCP over NAT66: to a server bound only to the host's [::1] (through
+    ::fe), and to the IPv6 "internet" namespace; DNS over TCP on the
+    gateway's IPv6 address.
+    """
+
+    def bigFile(self, mib):
+        path = os.path.join(self.tempDir, "random.bin")
+        with open(path, "wb") as f:
+            for _ in range(mib):
+                f.write(os.urandom(1 << 20))
+        return path
+
+    def httpServer(self, address, namespace=None):
+        from tests.e2e.test_nat_tcp import _httpPort
+
+        args = [sys.executable, "-m", "http.server", "--bind", address, "--directory",
+                self.tempDir, "0"]
+        web = self.Process(self, namespace.exec(*args) if namespace else args, "http6")
+        return waitFor(lambda: _httpPort(web.output()), what="http.server on IPv6")
+
+    def test_curlHostLoopback(self):
+        """
+        curl over IPv6 downloads 20 MiB from a server bound only to the
+        host's [::1], through [::fe], and the sha256 matches; so does
+        host.containers.internal, now that it has an AAAA record.
+        """
+        from tests.e2e.test_nat_tcp import sha256File
+
+        path = self.bigFile(20)
+        port = self.httpServer("::1")
+        out = os.path.join(self.tempDir, "downloaded.bin")
+        self.guest.run("curl", "-6", "-sS", "--max-time", "120", "-o", out,
+                       f"http://[{HOST6}]:{port}/random.bin", timeout=150)
+        self.assertEqual(sha256File(out), sha256File(path))
+        answer = self.guest.run("dig", "+short", f"@{GATEWAY6}", "host.containers.internal",
+                                "AAAA").stdout.split()
+        self.assertEqual(answer, [HOST6])
+
+    def test_refusedAtOnce(self):
+        """
+        A closed port of the host's ::1 is refused at once (RST).
+        """
+        s = socket.socket(socket.AF_INET6)
+        s.bind(("::1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        started = time.monotonic()
+        result = self.guest.run(sys.executable, "-c",
+                                "import socket; socket.create_connection("
+                                f"('{HOST6}', {port}), timeout=20)", check=False)
+        self.assertIn("ConnectionRefusedError", result.stderr)
+        self.assertLess(time.monotonic() - started, 10)
+
+    def test_internetTCP(self):
+        """
+        curl -6 to a server in the IPv6 "internet" namespace through NAT66;
+        the sha256 matches.
+        """
+        from tests.e2e.test_nat_tcp import sha256File
+
+        inet, prefix = self.internet()
+        path = self.bigFile(5)
+        port = self.httpServer(prefix + "2", namespace=inet)
+        out = os.path.join(self.tempDir, "downloaded.bin")
+        self.guest.run("curl", "-6", "-sS", "--max-time", "60", "-o", out,
+                       f"http://[{prefix}2]:{port}/random.bin", timeout=90)
+        self.assertEqual(sha256File(out), sha256File(path))
+
+    def test_dnsOverTCP(self):
+        """
+        dig +tcp to the gateway's IPv6 address is answered.
+        """
+        answer = self.guest.run("dig", "+short", "+tcp", "+time=2", f"@{GATEWAY6}",
+                                "gateway.containers.internal", "AAAA").stdout.split()
+        self.assertEqual(answer, [GATEWAY6])
