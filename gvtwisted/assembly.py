@@ -85,14 +85,14 @@ class Gvtap:
         # Host ports forwarded into the network, and the guest's own API at
         # http://GATEWAY:80 (the forwarder routes only) to ask for them.
         self.forwarder = ForwarderManager(reactor, self.network, self.counters)
-        self.guestAPI = None
+        self.guestAPI = self.guestAPI6 = None
         if guestAPI:
             from gvtwisted.services.api import makeAPISite
 
             site = makeAPISite(self, guest=True)
             self.guestAPI = self.network.listenTCP(80, site, interface=gateway)
             if self.ipv6 is not None:
-                self.tcp6.listenTCP(80, site, interface=str(config.gatewayIP6))
+                self.guestAPI6 = self.tcp6.listenTCP(80, site, interface=str(config.gatewayIP6))
 
     def _startIPv6(self, reactor, config, dns, resolvConf, hostLoopback=True,
                    maxConnections=16384):
@@ -155,6 +155,8 @@ class Gvtap:
         self.forwarder.stop()
         if self.guestAPI is not None:
             self.guestAPI.stopListening()
+        if self.guestAPI6 is not None:
+            self.guestAPI6.stopListening()
         self.network.reassembler.stop()
 
     def _leaseOwner(self, ip):

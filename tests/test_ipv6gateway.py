@@ -542,9 +542,10 @@ class EchoAndTransportTests(GatewayTestCase):
 
     def test_tcpRefused(self):
         """
-        A SYN to the gateway over IPv6 gets RST|ACK with ack = seq + 1.
+        A SYN to a closed gateway port over IPv6 gets RST|ACK with ack =
+        seq + 1.
         """
-        syn = dpkt.tcp.TCP(sport=40000, dport=80, seq=1000, flags=dpkt.tcp.TH_SYN, win=65535)
+        syn = dpkt.tcp.TCP(sport=40000, dport=81, seq=1000, flags=dpkt.tcp.TH_SYN, win=65535)
         packet = dpkt.ip6.IP6(src=GUEST_SLAAC, dst=GW6, nxt=6, hlim=64, data=syn)
         packet.plen = len(bytes(syn))
         self.send(bytes(dpkt.ethernet.Ethernet(dst=GW_MAC, src=GUEST_MAC, type=0x86DD,
@@ -553,7 +554,7 @@ class EchoAndTransportTests(GatewayTestCase):
         self.assertTrue(ipv6.upperChecksumOK(GW6, GUEST_SLAAC, 6, rst.packet.payload))
         seg = dpkt.tcp.TCP(bytes(rst.packet.payload))
         self.assertEqual((seg.sport, seg.dport, seg.flags, seg.ack),
-                         (80, 40000, dpkt.tcp.TH_RST | dpkt.tcp.TH_ACK, 1001))
+                         (81, 40000, dpkt.tcp.TH_RST | dpkt.tcp.TH_ACK, 1001))
 
     def test_fragmentDropped(self):
         """
