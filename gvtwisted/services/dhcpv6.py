@@ -61,6 +61,7 @@ class DHCPv6Server(DatagramProtocol):
     """
 
     log = Logger()
+    noisy = False  # no "Starting protocol" line at every start
 
     def __init__(self, clock, counters, serverMAC: bytes, prefix: bytes, macFor,
                  dnsServers=(), searchDomains=(), staticLeases=None):
