@@ -556,17 +556,41 @@ class EchoAndTransportTests(GatewayTestCase):
         self.assertEqual((seg.sport, seg.dport, seg.flags, seg.ack),
                          (81, 40000, dpkt.tcp.TH_RST | dpkt.tcp.TH_ACK, 1001))
 
-    def test_fragmentDropped(self):
+    def test_fragmentsReassembled(self):
         """
-        A fragment to the gateway is dropped and counted (no IPv6 reassembly
-        yet).
+        A 3000-byte echo request sent in fragments (out of order) is
+        reassembled and answered, in fragments within the MTU that put
+        together give the reply.
         """
-        packets = ipv6.fragment(GUEST_SLAAC, GW6, 58, icmpv6.echo(GUEST_SLAAC, GW6, 1, 1, b"x" * 2000),
-                                1280, 5)
-        for p in packets:
+        echo = icmpv6.echo(GUEST_SLAAC, GW6, 1, 1, bytes(range(256)) * 12)
+        packets = ipv6.fragment(GUEST_SLAAC, GW6, 58, echo, 1280, 5)
+        self.assertEqual(len(packets), 3)
+        for p in reversed(packets):
             self.send(GW_MAC + GUEST_MAC + b"\x86\xdd" + p)
-        self.assertEqual(self.received(), [])
-        self.assertEqual(self.count("drop.ipv6.fragment"), len(packets))
+        replies = self.received()
+        self.assertEqual(self.count("ipv6.reassembled"), 1)
+        self.assertEqual(self.count("icmpv6.echoReplies"), 1)
+        data = b"".join(bytes(r.packet.payload) for r in replies)
+        self.assertTrue(all(r.packet.isFragment for r in replies))
+        self.assertEqual(data, icmpv6.build(GW6, GUEST_SLAAC, icmpv6.ECHO_REPLY, 0, echo[4:]))
+
+    def test_fragmentsBounded(self):
+        """
+        An overlapping fragment drops the datagram (RFC 5722), counted under
+        IPv6's name; an incomplete one times out.
+        """
+        echo = icmpv6.echo(GUEST_SLAAC, GW6, 1, 1, b"z" * 2000)
+        first, second = ipv6.fragment(GUEST_SLAAC, GW6, 58, echo, 1280, 6)
+        self.send(GW_MAC + GUEST_MAC + b"\x86\xdd" + first)
+        overlapping = ipv6.buildFragmentHeader(58, 8, True, 6) + b"o" * 64
+        self.send(GW_MAC + GUEST_MAC + b"\x86\xdd"
+                  + ipv6.buildHeader(GUEST_SLAAC, GW6, 44, len(overlapping)) + overlapping)
+        self.assertEqual(self.count("drop.ipv6.fragmentOverlap"), 1)
+        self.send(GW_MAC + GUEST_MAC + b"\x86\xdd" + second)
+        self.clock.advance(31)
+        self.assertEqual(self.count("drop.ipv6.reassemblyTimeout"), 1)
+        self.assertEqual(self.count("icmpv6.echoReplies"), 0)
+        self.assertEqual(len(self.gateway.reassembler), 0)
 
     def test_bigReplyFragmented(self):
         """
@@ -636,6 +660,26 @@ class FuzzTests(GatewayTestCase):
             data[at:at + 2] = struct.pack("!H", referenceChecksum(data[22:38], data[38:54],
                                                                   data[20], bytes(data[54:])))
         self.gateway.frameReceived(bytes(data))
+
+
+class ReassemblyFuzzTests(GatewayTestCase):
+    """
+    Random fragments never raise out of the gateway, and the table stays
+    bounded.
+    """
+
+    @FUZZ
+    @given(st.lists(st.tuples(st.integers(0, 300), st.booleans(), st.binary(max_size=64),
+                              st.sampled_from([17, 58, 60, 44, 0])), max_size=12))
+    def test_fragments(self, fragments):
+        """
+        Fragments with random offsets, flags, data and next headers.
+        """
+        for offset, more, data, nextHeader in fragments:
+            body = ipv6.buildFragmentHeader(nextHeader, offset * 8, more, 7) + data
+            self.gateway.frameReceived(GW_MAC + GUEST_MAC + b"\x86\xdd"
+                                       + ipv6.buildHeader(GUEST_SLAAC, GW6, 44, len(body)) + body)
+        self.assertLessEqual(len(self.gateway.reassembler), 64)
 
 
 class DHCPv6Tests(GatewayTestCase):

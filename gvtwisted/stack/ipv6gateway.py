@@ -12,6 +12,8 @@ It is the router of the guests' IPv6 link:
     gateway's address, RDNSS and DNSSL (RFC 8106). A guest's duplicate address
     detection is left unanswered unless it claims one of our addresses, which
     we then defend.
+  - Fragments are reassembled (L{gvtwisted.stack.reassembly6}, bounded like
+    IPv4's) before anything else looks at them.
   - The neighbour cache (address to MAC), learnt from what guests send and
     bounded like the ARP cache; packets for an unknown neighbour wait (a few,
     briefly) for the answer to a neighbor solicitation.
@@ -36,6 +38,7 @@ import struct
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from gvtwisted.stack.reassembly6 import Reassembler6
 from gvtwisted.stack.udp6 import VirtualUDP6Port
 from gvtwisted.wire import icmpv6, ipv6, tcp, udp
 from gvtwisted.wire.ethernet import HEADER as ETH_HEADER, TYPE_IPV6
@@ -126,6 +129,7 @@ class IPv6Gateway:
             + [ipv6.solicitedNode(a) for a in self._ours])
         self._rsLimit = _RateLimit(reactor, RS_REPLIES_PER_SECOND)
         self._errorLimit = _RateLimit(reactor, ERRORS_PER_SECOND)
+        self.reassembler = Reassembler6(reactor, counters)
         self._advertiser = LoopingCall(self.advertise)
         self._advertiser.clock = reactor
 
@@ -145,6 +149,7 @@ class IPv6Gateway:
         """
         if self._advertiser.running:
             self._advertiser.stop()
+        self.reassembler.stop()
         for pending in self._pending.values():
             if pending[2] is not None and pending[2].active():
                 pending[2].cancel()
@@ -230,8 +235,14 @@ class IPv6Gateway:
         if src != ipv6.UNSPECIFIED and not self._learn(src, srcMAC):
             return
         if packet.isFragment:
-            self.counters.increment("drop.ipv6.fragment")
-            return
+            try:
+                packet = self.reassembler.add(packet)
+            except ipv6.IPv6Error as e:
+                self.counters.complain(e.reason)
+                return
+            if packet is None:
+                return
+            dst = packet.dst
         proto = packet.proto
         local = dst in self._gatewayAddresses or dst in self._multicast
         if not local:

@@ -303,6 +303,14 @@ class NAT66Tests(NAT66Case):
         port = self.echoServer("::1")
         self.assertEqual(self.udpEcho(HOST6, port, [1, 1200]), ["1 ok", "1200 ok"])
 
+    def test_fragmentedUDPToHost(self):
+        """
+        An 8000-byte datagram, fragmented by the guest's kernel, is
+        reassembled, echoed by the host's ::1 and fragmented back, intact.
+        """
+        port = self.echoServer("::1")
+        self.assertEqual(self.udpEcho(HOST6, port, [8000, 1]), ["8000 ok", "1 ok"])
+
     def test_udpPortUnreachable(self):
         """
         UDP to a closed port of the host's ::1 is refused in the guest: the
