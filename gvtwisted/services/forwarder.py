@@ -101,9 +101,12 @@ def parseRemote(text: str, protocol: str):
         text = rest.rstrip("/")
     host, port = parseHostPort(text, "remote")
     try:
-        ip = ipaddress.IPv4Address(host)
+        ip = ipaddress.ip_address(host)
     except ValueError:
-        raise ForwardSpecError(f"remote: {host!r} is not an IPv4 address") from None
+        raise ForwardSpecError(f"remote: {host!r} is not an IP address") from None
+    if ip.version == 6 and protocol == "udp":
+        raise ForwardSpecError(f"remote: UDP forwards to an IPv6 guest address ({ip}) "
+                               "are not supported yet")
     return str(ip), port
 
 
@@ -204,10 +207,10 @@ class _StreamForwardFactory(Factory):
         hostSide = _HostSide(counters, "forward.tcp.bytesToGuest")
         guestSide = _GuestSide(counters, "forward.tcp.bytesFromGuest")
         splice(hostSide, guestSide)
-        source = manager.sourceAddress(getattr(addr, "host", None))
+        source = manager.sourceAddress(getattr(addr, "host", None), self.remoteIP)
         bindAddress = (source, 0) if source is not None else None
         try:
-            hostSide.connector = manager.network.connectTCP(
+            hostSide.connector = manager.connectTCP(
                 self.remoteIP, self.remotePort,
                 _GuestFactory(guestSide, hostSide, counters),
                 timeout=manager.connectTimeout, bindAddress=bindAddress)
@@ -419,23 +422,41 @@ class ForwarderManager:
 
     # -- helpers for the forwards ---------------------------------------------------
 
-    def sourceAddress(self, clientHost):
+    def sourceAddress(self, clientHost, remote=None):
         """
         The address a forwarded client's traffic shows the guest: the client's
-        own IPv4 address, or L{None} (the host address) for loopback, IPv6,
-        unix clients and addresses the guest would take for its own subnet.
+        own address when it is of the family of the guest address C{remote}
+        (IPv4 by default; an IPv4 client on a dual-stack socket counts as
+        IPv4), or L{None} (the host address) for loopback, unix clients, the
+        other family, and addresses the guest would take for its own link.
         """
         if not clientHost:
             return None
         try:
-            ip = ipaddress.IPv4Address(clientHost)
+            ip = ipaddress.ip_address(clientHost.split("%")[0])
         except ValueError:
             return None
-        if ip.is_loopback or ip.is_unspecified or ip.is_multicast or ip.is_link_local \
-                or ip == ipaddress.IPv4Address("255.255.255.255") \
-                or ip in self.network.config.subnet:
+        if ip.version == 6 and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        config = self.network.config
+        wanted = 6 if remote is not None and ":" in remote else 4
+        if ip.version != wanted or ip.is_loopback or ip.is_unspecified or ip.is_multicast \
+                or ip.is_link_local or ip == ipaddress.IPv4Address("255.255.255.255"):
+            return None
+        if ip in (config.subnet if wanted == 4 else config.subnet6):
             return None
         return str(ip)
+
+    def connectTCP(self, host, port, factory, timeout=30, bindAddress=None):
+        """
+        Open a connection into the guest at C{host} (of either family).
+        """
+        if ":" in host:
+            gateway = getattr(self.network, "ipv6", None)
+            if gateway is None or gateway.tcp is None:
+                raise ForwardError(f"no IPv6 in the network to reach [{host}]")
+            return gateway.tcp.connectTCP(host, port, factory, timeout, bindAddress)
+        return self.network.connectTCP(host, port, factory, timeout, bindAddress)
 
     def bindVirtualUDP(self, protocol, interface):
         """
@@ -468,15 +489,22 @@ class ForwarderManager:
             listener = self._listenUNIX(local, _StreamForwardFactory(self, target))
         else:
             host, port = parseHostPort(local, "local")
-            try:
-                if protocol == "tcp":
-                    listener = self.reactor.listenTCP(port, _StreamForwardFactory(self, target),
-                                                      interface=host)
-                else:
-                    udp = _UDPForward(self, target)
-                    listener = self.reactor.listenUDP(port, udp, interface=host)
-            except CannotListenError as e:
-                raise ForwardError(f"listen {protocol} {local}: {_reason(e)}") from None
+            # ":PORT" is every interface of both families: "::" takes IPv4
+            # clients too (as ::ffff:a.b.c.d), unless the host has no IPv6.
+            for interface in (["::", ""] if host == "" else [host]):
+                try:
+                    if protocol == "tcp":
+                        listener = self.reactor.listenTCP(
+                            port, _StreamForwardFactory(self, target), interface=interface)
+                    else:
+                        udp = _UDPForward(self, target)
+                        listener = self.reactor.listenUDP(port, udp, interface=interface)
+                    break
+                except CannotListenError as e:
+                    if interface == "::" and getattr(e.socketError, "errno", None) in (
+                            errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
+                        continue
+                    raise ForwardError(f"listen {protocol} {local}: {_reason(e)}") from None
         self._forwards[key] = _Forward(local, remote, protocol, listener, udp)
         self.counters.increment("forward.exposed")
         self.log.info("forwarding {protocol} {local} -> {remote}",

@@ -52,8 +52,14 @@ class TCP6Demux(TCPDemux):
         listener.startListening()
         return listener
 
-    def connectTCP(self, host, port, factory, timeout=30, bindAddress=None):
-        raise NotImplementedError("connections into the guest over IPv6 are not done yet")
+    def _pack(self, host):
+        return ipaddress.IPv6Address(host).packed
+
+    def _defaultSource(self):
+        return self.network.config.hostIP6Bytes
+
+    def _address(self, host, port):
+        return IPv6Address("TCP", host, port)
 
     def segmentReceived(self, packet, local):
         """

@@ -232,12 +232,14 @@ class NAT66Case(E2EMixin, SynchronousTestCase):
     if SKIP:
         skip = SKIP
 
+    daemonArgs = ()
+
     def setUp(self):
         E2EMixin.setUp(self)
         from tests.e2e.harness import Process
 
         self.Process = Process
-        self.daemon, sock = self.startDaemon()
+        self.daemon, sock = self.startDaemon(*self.daemonArgs)
         self.guest = Namespace(self)
         self.startGuest(self.guest, sock)
         IPv6Tests.waitForSLAAC(self, self.guest)
@@ -431,3 +433,54 @@ class TCP66Tests(NAT66Case):
         answer = self.guest.run("dig", "+short", "+tcp", "+time=2", f"@{GATEWAY6}",
                                 "gateway.containers.internal", "AAAA").stdout.split()
         self.assertEqual(answer, [GATEWAY6])
+
+
+def _freePort(family=socket.AF_INET, host="127.0.0.1"):
+    s = socket.socket(family)
+    s.bind((host, 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class ForwardTests(NAT66Case):
+    """
+    Forwards from the host into the guest with IPv6: C{:PORT} answers on
+    the host's 127.0.0.1 and [::1]; a forward to the guest's IPv6 address
+    works, and the guest sees the host address of the right family.
+    """
+
+    def setUp(self):
+        self.dual = _freePort()
+        self.six = _freePort(socket.AF_INET6, "::1")
+        self.guestPort = 8000 + os.getpid() % 1000
+        self.daemonArgs = (
+            "--forward", f":{self.dual}=192.168.127.2:{self.guestPort}",
+            "--forward", f"[::1]:{self.six}=[{DEVICE_SLAAC}]:{self.guestPort}")
+        NAT66Case.setUp(self)
+        self.guest.run("ip", "addr", "add", "192.168.127.2/24", "dev", "tap0")
+        with open(os.path.join(self.tempDir, "hello.txt"), "w") as f:
+            f.write("hello from the guest\n")
+        args = [sys.executable, "-m", "http.server", "--bind", "::", "--directory",
+                self.tempDir, str(self.guestPort)]
+        self.web = self.Process(self, self.guest.exec(*args), "guest-http")
+        waitFor(lambda: "Serving HTTP" in self.web.output(), what="the guest's http.server")
+
+    def fetch(self, url):
+        return run(["curl", "-sS", "--max-time", "20", url], timeout=30).stdout
+
+    def test_bothFamilies(self):
+        """
+        C{:PORT} answers on 127.0.0.1 and on [::1] (to the guest's IPv4
+        server, which sees the IPv4 host address); C{[::1]:PORT} to the
+        guest's IPv6 address reaches it over IPv6, from ::fe.
+        """
+        self.assertEqual(self.fetch(f"http://127.0.0.1:{self.dual}/hello.txt"),
+                         "hello from the guest\n")
+        self.assertEqual(self.fetch(f"http://[::1]:{self.dual}/hello.txt"),
+                         "hello from the guest\n")
+        self.assertEqual(self.fetch(f"http://[::1]:{self.six}/hello.txt"),
+                         "hello from the guest\n")
+        log = self.web.output()
+        self.assertIn("::ffff:192.168.127.254", log)
+        self.assertIn(HOST6, log)
