@@ -612,20 +612,20 @@ class IPv6ForwardTests(SynchronousTestCase):
     def setUp(self):
         self.network = FakeNetwork()
         self.network6 = FakeNetwork()
-        self.network.ipv6 = type("Gateway", (), {"tcp": self.network6})()
+        self.network.ipv6 = self.network6
+        self.network6.tcp = self.network6
         self.manager = ForwarderManager(ForwardReactor(), self.network, Counters())
 
     def test_remote(self):
         """
-        C{[v6]:PORT} is a remote for TCP and unix forwards, in its compressed
-        form; not yet for UDP.
+        C{[v6]:PORT} is a remote, in its compressed form.
         """
         self.assertEqual(parseRemote("[fd00:192:168:127:0::2]:80", "tcp"),
                          ("fd00:192:168:127::2", 80))
         self.assertEqual(parseRemote("tcp://[fd00:192:168:127::2]:22", "unix"),
                          ("fd00:192:168:127::2", 22))
-        e = self.assertRaises(ForwardSpecError, parseRemote, "[fd00:192:168:127::2]:53", "udp")
-        self.assertIn("IPv6", str(e))
+        self.assertEqual(parseRemote("[fd00:192:168:127::2]:53", "udp"),
+                         ("fd00:192:168:127::2", 53))
         self.assertRaises(ForwardSpecError, parseRemote, "fd00::2:80", "tcp")
 
     def test_sourceAddress(self):
@@ -660,3 +660,22 @@ class IPv6ForwardTests(SynchronousTestCase):
         self.assertEqual([(h, p, b) for h, p, _, b, _ in self.network6.connects],
                          [("fd00:192:168:127::2", 80, ("2001:db8::5", 0)),
                           ("fd00:192:168:127::2", 80, None)])
+
+    def test_udpOverIPv6(self):
+        """
+        A UDP forward to an IPv6 remote binds each flow's virtual port on the
+        IPv6 side: on the host address ::fe for a loopback client, on a real
+        client's own IPv6 address otherwise.
+        """
+        self.successResultOf(self.manager.expose("[::1]:5353", "[fd00:192:168:127::2]:53", "udp"))
+        [port] = self.manager.reactor.ports
+        self.assertEqual((port.kind, port.interface), ("UDP", "::1"))
+        forward = port.factory
+        forward.datagramReceived(b"q", ("::1", 1000, 0, 0))
+        forward.datagramReceived(b"r", ("2001:db8::5", 1000, 0, 0))
+        self.assertEqual(self.network.udpPorts, {})
+        self.assertEqual(sorted(i for i, _ in self.network6.udpPorts),
+                         ["2001:db8::5", "fd00:192:168:127::fe"])
+        sent = sorted(p.sent for p in self.network6.udpPorts.values())
+        self.assertEqual(sent, [[(b"q", ("fd00:192:168:127::2", 53))],
+                                [(b"r", ("fd00:192:168:127::2", 53))]])

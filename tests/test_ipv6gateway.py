@@ -9,6 +9,7 @@ and dhclient, built by dpkt, or built by the wire builders whose golden tests
 are in test_wire_ipv6) and the exact frames it gets back are checked.
 """
 
+import ipaddress
 import os
 import struct
 import tempfile
@@ -539,6 +540,29 @@ class EchoAndTransportTests(GatewayTestCase):
         port.stopListening()
         self.send(frame(GUEST_SLAAC, GW6, 17, udpPayload(GUEST_SLAAC, GW6, 5000, 7, b"hello"), 64))
         self.assertEqual(len(got), 1)
+
+    def test_udpBoundOnOtherAddress(self):
+        """
+        A port bound on an address that is not the gateway's (a UDP
+        forward's source: ::fe, or a client's address) gets what the guest
+        sends there before the NAT, and answers from that address.
+        """
+        got = []
+
+        class Echo(DatagramProtocol):
+            def datagramReceived(self, data, addr):
+                got.append((data, addr))
+                self.transport.write(b"back", addr)
+
+        client = bytes.fromhex("20010db8000000000000000000000005")
+        for address in (HOST6, client):
+            port = self.gateway.listenUDP(40000, Echo(), interface=str(ipaddress.IPv6Address(address)))
+            self.send(frame(GUEST_SLAAC, address, 17, udpPayload(GUEST_SLAAC, address, 53, 40000, b"x"), 64))
+            [reply] = self.received()
+            self.assertEqual((reply.packet.src, reply.packet.dst), (address, GUEST_SLAAC))
+            port.stopListening()
+        self.assertEqual(len(got), 2)
+        self.assertEqual(self.count("nat66.udp.datagramsOut"), 0)
 
     def test_tcpRefused(self):
         """

@@ -104,9 +104,6 @@ def parseRemote(text: str, protocol: str):
         ip = ipaddress.ip_address(host)
     except ValueError:
         raise ForwardSpecError(f"remote: {host!r} is not an IP address") from None
-    if ip.version == 6 and protocol == "udp":
-        raise ForwardSpecError(f"remote: UDP forwards to an IPv6 guest address ({ip}) "
-                               "are not supported yet")
     return str(ip), port
 
 
@@ -285,7 +282,10 @@ class _UDPForward(DatagramProtocol):
             oldest = next(iter(self.flows))
             manager.counters.increment("forward.udp.flowsEvicted")
             self._close(self.flows[oldest])
-        source = manager.sourceAddress(client[0]) or str(manager.network.config.hostIP)
+        remoteIP = self.remote[0]
+        config = manager.network.config
+        source = manager.sourceAddress(client[0], remoteIP) or str(
+            config.hostIP6 if ":" in remoteIP else config.hostIP)
         flow = _UDPFlow(client, None, now)
         port = manager.bindVirtualUDP(_GuestUDPProtocol(self, flow), source)
         if port is None:
@@ -468,6 +468,11 @@ class ForwarderManager:
             port = self._nextVirtualPort
             self._nextVirtualPort = low + (port + 1 - low) % (high - low)
             try:
+                if ":" in interface:
+                    gateway = getattr(self.network, "ipv6", None)
+                    if gateway is None:
+                        return None
+                    return gateway.listenUDP(port, protocol, interface=interface)
                 return self.network.listenUDP(port, protocol, interface=interface)
             except CannotListenError:
                 continue

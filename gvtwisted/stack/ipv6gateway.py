@@ -253,6 +253,8 @@ class IPv6Gateway:
                 # Neighbor discovery for the host address is ours; its echo
                 # goes on to the NAT from there.
                 self._icmpReceived(packet, srcMAC)
+            elif proto == ipv6.PROTO_UDP and self._boundUDP(packet):
+                pass
             elif self.nat is not None:
                 self.nat.ipv6Received(packet, srcMAC)
             elif dst == self._host and proto == ipv6.PROTO_TCP:
@@ -460,6 +462,20 @@ class IPv6Gateway:
             self.counters.increment("ipv6.udp.protocolErrors")
             self.log.failure("UDP protocol on [{address}]:{port} failed",
                              address=address, port=dstPort)
+
+    def _boundUDP(self, packet):
+        """
+        Deliver a datagram for an address that is not the gateway's to a
+        port bound on that very address (a UDP forward's source, which the
+        guest answers), before the NAT sees it; whether there was one.
+        """
+        if not self._udpPorts or len(packet.payload) < 8:
+            return False
+        dstPort = (packet.payload[2] << 8) | packet.payload[3]
+        if (packet.dst, dstPort) not in self._udpPorts:
+            return False
+        self._udpReceived(packet)
+        return True
 
     def refuseTCP(self, packet):
         """

@@ -453,10 +453,12 @@ class ForwardTests(NAT66Case):
     def setUp(self):
         self.dual = _freePort()
         self.six = _freePort(socket.AF_INET6, "::1")
+        self.udp6 = _freePort(socket.AF_INET6, "::1")
         self.guestPort = 8000 + os.getpid() % 1000
         self.daemonArgs = (
             "--forward", f":{self.dual}=192.168.127.2:{self.guestPort}",
-            "--forward", f"[::1]:{self.six}=[{DEVICE_SLAAC}]:{self.guestPort}")
+            "--forward", f"[::1]:{self.six}=[{DEVICE_SLAAC}]:{self.guestPort}",
+            "--forward", f"udp:[::1]:{self.udp6}=[{DEVICE_SLAAC}]:{self.guestPort + 1}")
         NAT66Case.setUp(self)
         self.guest.run("ip", "addr", "add", "192.168.127.2/24", "dev", "tap0")
         with open(os.path.join(self.tempDir, "hello.txt"), "w") as f:
@@ -484,3 +486,29 @@ class ForwardTests(NAT66Case):
         log = self.web.output()
         self.assertIn("::ffff:192.168.127.254", log)
         self.assertIn(HOST6, log)
+
+    def test_udpOverIPv6(self):
+        """
+        A UDP forward from the host's [::1] to the guest's IPv6 address
+        carries a datagram there and the answer back; the guest sees ::fe.
+        """
+        portFile = os.path.join(self.tempDir, "guest-echo.port")
+        server = ECHO6_SERVER.replace("s.bind((sys.argv[1], 0))",
+                                      f"s.bind((sys.argv[1], {self.guestPort + 1}))")
+        server = server.replace("s.sendto(data, addr)", "s.sendto(addr[0].encode(), addr)")
+        process = self.Process(self, self.guest.exec(sys.executable, "-c", server, "::", portFile),
+                               "guest-echo6")
+        waitFor(lambda: os.path.exists(portFile) or not process.alive(), what="the guest's echo")
+        s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        s.settimeout(2)
+        for _ in range(3):
+            s.sendto(b"who am I?", ("::1", self.udp6))
+            try:
+                data, _ = s.recvfrom(100)
+                break
+            except socket.timeout:
+                continue
+        else:
+            self.fail("no answer through the UDP forward")
+        s.close()
+        self.assertEqual(data.decode(), HOST6)
