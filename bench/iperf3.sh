@@ -5,13 +5,25 @@
 #   bench/iperf3.sh [SECONDS] [STACK...]
 #
 #   SECONDS  length of each iperf3 measurement (default 5)
-#   STACK    any of slirp4netns pasta gvtap (default: all three, in that order;
-#            slirp4netns first, since every other figure is also given as a ratio
-#            to slirp4netns for the same MTU and direction)
+#   STACK    any of slirp4netns pasta gvproxy gvtap (default: all of them, in that
+#            order; slirp4netns first, since every other figure is also given as a
+#            ratio to slirp4netns for the same MTU and direction, and gvproxy before
+#            gvtap, whose figure is also given as a ratio to the better gvproxy)
 #
 # For each stack, MTU (1500 and 65520; override with MTUS="...") and direction it prints
 #
-#   gvtap mtu=1500 dir=up gbps=0.412 vs_slirp4netns=0.38
+#   gvtap mtu=1500 dir=up gbps=0.412 vs_slirp4netns=0.38 vs_gvproxy=0.51
+#
+# (vs_base: gvtap over gvtap-base, when GVTAP_BASE names another tree; see
+# bench/stacks.sh.)
+#
+# gvproxy: gvisor-tap-vsock's gvproxy with its gvforwarder as the guest helper, a
+# peer only when GVPROXY names its binary (gvforwarder beside it). GVPROXY may
+# name several builds, separated by spaces; each is a stack of its own, named
+# gvproxy-VERSION (its -version, else its directory's name), and gvtap's
+# vs_gvproxy is its ratio to the best of them in that cell of that round.
+# ROUNDS=N repeats the whole sequence of stacks N times (default 1), so that
+# every round compares the stacks under the same load.
 #
 # up = the guest namespace sends to the host (iperf3 -c in the namespace),
 # down = the host sends to the namespace (iperf3 -c ... -R). A measurement that fails
@@ -28,7 +40,10 @@
 # PROFILE=1 (run the gvtap daemon under cProfile and print its hottest functions;
 # the profiler slows it down, so those figures are not comparable),
 # GVTAP_ARGS="..." (more options for the gvtap daemon, split on spaces; e.g.
-# "--pcap /tmp/x.pcap" -- which also slows it down).
+# "--pcap /tmp/x.pcap" -- which also slows it down),
+# PYSPY=1 (sample the gvtap daemon with py-spy at 200 Hz during each measurement
+# and print the functions with the most samples of their own; py-spy runs
+# beside the daemon, which it barely slows down; py-spy beside PYTHON, or on PATH).
 set -u
 
 T=5
@@ -36,85 +51,24 @@ STACKS=()
 for arg in "$@"; do
     case "$arg" in
         -h|--help) sed -n '2,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-        slirp4netns|pasta|gvtap) STACKS+=("$arg") ;;
+        slirp4netns|pasta|gvproxy|gvtap-base|gvtap) STACKS+=("$arg") ;;
         *[!0-9]*|"") echo "$0: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
         *) T=$arg ;;
     esac
 done
-[ ${#STACKS[@]} -eq 0 ] && STACKS=(slirp4netns pasta gvtap)
+[ ${#STACKS[@]} -eq 0 ] && STACKS=(slirp4netns pasta gvproxy gvtap-base gvtap)
 MTUS=${MTUS:-"1500 65520"}
+ROUNDS=${ROUNDS:-1}
 
-if [ "$(id -u)" != 0 ]; then echo "$0: needs root (network namespaces, TAP)" >&2; exit 1; fi
-for tool in ip ss iperf3 timeout; do
-    command -v $tool >/dev/null || { echo "$0: needs $tool on PATH" >&2; exit 1; }
-done
-
-REPO=$(cd "$(dirname "$0")/.." && pwd)
-PY=$(command -v "${PYTHON:-python3}") || { echo "$0: no python3" >&2; exit 1; }
-PY=$("$PY" -c 'import sys; print(sys.executable)')
-export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-TWISTD=("$PY" -c 'import sys; from twisted.scripts.twistd import run; sys.argv[0] = "twistd"; run()')
-
-WD=$(mktemp -d /tmp/gvbench-XXXXXX)
-SOCK=$WD/gvtap.sock
-NS=gvbench-$$
-FAILED=0
-# pids (of process groups where noted) that cleanup must end; only ours.
+command -v iperf3 >/dev/null || { echo "$0: needs iperf3 on PATH" >&2; exit 1; }
+# shellcheck source=stacks.sh
+. "$(dirname "$0")/stacks.sh"
 IPERF_PIDFILE=$WD/iperf3-server.pid
-DAEMON_PID= ; HELPER_PID= ; SLIRP_PID= ; NSHOLD_PID= ; PASTA_PIDFILE=$WD/pasta.pid
-
-kill_pid() { # pid [group]: TERM, then KILL after 3 s; only the given pid / its group
-    local pid=$1 target=$1
-    [ -n "$pid" ] || return 0
-    [ "${2:-}" = group ] && target=-$pid
-    kill -TERM -- $target 2>/dev/null || return 0
-    for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL -- $target 2>/dev/null
-    wait "$pid" 2>/dev/null
-    return 0
-}
 
 stop_iperf_server() {
     [ -s "$IPERF_PIDFILE" ] && kill_pid "$(cat "$IPERF_PIDFILE")"
     rm -f "$IPERF_PIDFILE"
 }
-
-del_ns() { # name: kill what still runs inside (only that namespace's pids), delete it
-    local name=$1
-    ip netns list 2>/dev/null | grep -qw "^$name" || return 0
-    for pid in $(ip netns pids "$name" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null; done
-    ip netns del "$name" 2>/dev/null
-    rm -rf "/etc/netns/$name"
-}
-
-stop_gvtap() {
-    kill_pid "$HELPER_PID" group; HELPER_PID=
-    kill_pid "$DAEMON_PID" group; DAEMON_PID=
-    rm -f "$SOCK"
-}
-
-cleanup() {
-    trap - EXIT INT TERM
-    stop_iperf_server
-    stop_gvtap
-    kill_pid "$SLIRP_PID"; kill_pid "$NSHOLD_PID"
-    [ -s "$PASTA_PIDFILE" ] && kill_pid "$(cat "$PASTA_PIDFILE")"
-    for suffix in gvtap slirp pasta; do del_ns "$NS-$suffix"; done
-    if [ "$FAILED" = 0 ] && [ "${KEEP_LOGS:-0}" != 1 ]; then
-        rm -rf "$WD"
-    else
-        echo "# logs kept in $WD"
-    fi
-}
-trap cleanup EXIT
-trap 'echo "# interrupted"; FAILED=1; exit 130' INT TERM
-
-# A free port on the host's loopback for the iperf3 server.
-PORT=
-for p in $(seq $((20000 + $$ % 20000)) $((20100 + $$ % 20000))); do
-    if ! ss -Hltn "sport = :$p" 2>/dev/null | grep -q .; then PORT=$p; break; fi
-done
-[ -n "$PORT" ] || { echo "$0: no free port" >&2; exit 1; }
 
 start_iperf_server() {
     stop_iperf_server
@@ -128,7 +82,8 @@ start_iperf_server() {
 }
 
 declare -A SLIRP   # "mtu dir" -> gbps of slirp4netns, for the ratios
-CPU_PIDS=()        # "name:pid" of the stack's own processes, whose CPU time is reported
+declare -A GVPBEST # "mtu dir" -> the best gbps of any gvproxy this round, for gvtap's ratio
+declare -A BASE    # "mtu dir" -> gbps of gvtap-base this round
 HZ=$(getconf CLK_TCK)
 
 cpu_ticks() { # pid: user + system clock ticks so far, or nothing
@@ -143,6 +98,19 @@ report() { # stack mtu dir bps status
     elif [ -n "${SLIRP["$mtu $dir"]:-}" ]; then
         ratio=$(awk -v a="$gbps" -v b="${SLIRP["$mtu $dir"]}" \
             'BEGIN { if (b > 0) printf " vs_slirp4netns=%.2f", a / b; else printf " vs_slirp4netns=n/a" }')
+    fi
+    if [ "$stack" != "${stack#gvproxy}" ] && [ "$status" = ok ]; then
+        GVPBEST["$mtu $dir"]=$(awk -v a="$gbps" -v b="${GVPBEST["$mtu $dir"]:-0}" \
+            'BEGIN { print (a > b ? a : b) }')
+    elif [ "$stack" != "${stack#gvtap}" ] && [ -n "${GVPBEST["$mtu $dir"]:-}" ]; then
+        ratio+=$(awk -v a="$gbps" -v b="${GVPBEST["$mtu $dir"]}" \
+            'BEGIN { if (b > 0) printf " vs_gvproxy=%.2f", a / b; else printf " vs_gvproxy=n/a" }')
+    fi
+    if [ "$stack" = gvtap-base ]; then
+        BASE["$mtu $dir"]=$gbps
+    elif [ "$stack" = gvtap ] && [ -n "${BASE["$mtu $dir"]:-}" ]; then
+        ratio+=$(awk -v a="$gbps" -v b="${BASE["$mtu $dir"]}" \
+            'BEGIN { if (b > 0) printf " vs_base=%.2f", a / b; else printf " vs_base=n/a" }')
     fi
     if [ "$status" = ok ]; then status=""; else status=" status=$status"; FAILED=1; fi
     echo "$stack mtu=$mtu dir=$dir gbps=$gbps$ratio$status"
@@ -159,10 +127,19 @@ measure() { # stack mtu dst netns: both directions
         else
             local -A before=()
             for np in "${CPU_PIDS[@]}"; do before[$np]=$(cpu_ticks "${np#*:}"); done
-            local start=$(date +%s.%N)
+            local start=$(date +%s.%N) spy=
+            if [ "$stack" != "${stack#gvtap}" ] && [ "${PYSPY:-0}" = 1 ] && [ -n "$DAEMON_PID" ] && [ -n "$PYSPY_BIN" ]; then
+                "$PYSPY_BIN" record -p "$DAEMON_PID" -d $((T > 2 ? T - 1 : 1)) -r 200 -f raw --nonblocking \
+                    -o "$WD/pyspy-$stack-$mtu-$dir.txt" >"$WD/pyspy-$stack-$mtu-$dir.log" 2>&1 &
+                spy=$!
+            fi
             timeout -k 3 $((T + 30)) ip netns exec "$ns" \
                 iperf3 -c "$dst" -p "$PORT" -t "$T" $flag -J --connect-timeout 5000 >"$out" 2>&1
             rc=$?
+            if [ -n "$spy" ]; then
+                wait "$spy"
+                profile_summary "$WD/pyspy-$stack-$mtu-$dir.txt" "$stack mtu=$mtu dir=$dir"
+            fi
             local cpu="" elapsed after
             elapsed=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
             for np in "${CPU_PIDS[@]}"; do
@@ -197,118 +174,44 @@ EOF
     done
 }
 
-fail_both() { # stack mtu status
+fail_stack() { # stack mtu status: both directions
     report "$1" "$2" up 0 "$3"; report "$1" "$2" down 0 "$3"
 }
 
-wait_until() { # seconds command...: poll every 0.1 s
-    local n=$(( $1 * 10 )); shift
-    for _ in $(seq $n); do "$@" && return 0; sleep 0.1; done
-    return 1
+PYSPY_BIN=$(command -v "$(dirname "$PY")/py-spy" || command -v py-spy || true)
+
+profile_summary() { # raw py-spy output, label: the top functions by own samples
+    [ -s "$1" ] || { echo "# py-spy $2: no samples"; return; }
+    "$PY" - "$1" "$2" <<'EOF'
+import collections, sys
+own, inclusive, total, idle = collections.Counter(), collections.Counter(), 0, 0
+for line in open(sys.argv[1]):
+    stack, _, count = line.rstrip("\n").rpartition(" ")
+    if not stack or not count.isdigit():
+        continue
+    n = int(count)
+    frames = []
+    for f in stack.split(";"):
+        name, _, where = f.partition(" (")
+        frames.append(f"{name} ({where.split(':')[0].rsplit('/', 1)[-1]})" if where else name)
+    if frames[-1].startswith("EPollReactor.doPoll"):
+        idle += n  # waiting in epoll_wait: not work
+        continue
+    total += n
+    own[frames[-1]] += n
+    for f in set(frames):
+        inclusive[f] += n
+print(f"# py-spy {sys.argv[2]}: {total} busy samples ({idle} idle in epoll left out);"
+      " top functions by own share of the busy samples (inclusive share)")
+for name, n in own.most_common(15):
+    print(f"#   {100 * n / max(total, 1):5.1f} %  ({100 * inclusive[name] / max(total, 1):5.1f} %)  {name}")
+EOF
 }
 
-run_slirp4netns() {
-    local mtu=$1 ns=$NS-slirp
-    command -v slirp4netns >/dev/null || { fail_both slirp4netns "$mtu" not-installed; return; }
-    ip netns add "$ns"
-    # slirp4netns attaches to a process's network namespace: hold one open.
-    ip netns exec "$ns" sleep 100000 & NSHOLD_PID=$!
-    sleep 0.3
-    slirp4netns --configure --mtu="$mtu" "$NSHOLD_PID" tap0 >"$WD/slirp4netns-$mtu.log" 2>&1 &
-    SLIRP_PID=$!
-    CPU_PIDS=("slirp4netns:$SLIRP_PID")
-    if wait_until 10 sh -c "ip -n '$ns' -4 addr show tap0 2>/dev/null | grep -q inet"; then
-        measure slirp4netns "$mtu" 10.0.2.2 "$ns"   # 10.0.2.2 is the host's loopback
-    else
-        fail_both slirp4netns "$mtu" no-tap
-    fi
-    kill_pid "$SLIRP_PID"; SLIRP_PID=
-    kill_pid "$NSHOLD_PID"; NSHOLD_PID=
-    del_ns "$ns"
-}
+cleanup_bench() { stop_iperf_server; }
+before_stacks() { GVPBEST=(); BASE=(); }
 
-run_pasta() {
-    local mtu=$1 ns=$NS-pasta gw
-    command -v pasta >/dev/null || { fail_both pasta "$mtu" not-installed; return; }
-    ip netns add "$ns"
-    # No automatic port forwarding either way; the gateway address maps to the host.
-    if ! timeout 10 pasta --runas 0 --config-net --netns "$ns" -m "$mtu" -q -P "$PASTA_PIDFILE" \
-            -t none -u none -T none -U none >"$WD/pasta-$mtu.log" 2>&1; then
-        fail_both pasta "$mtu" start-failed
-    else
-        wait_until 5 sh -c "ip -n '$ns' route | grep -q default"
-        gw=$(ip -n "$ns" route | awk '/^default/ { print $3; exit }')
-        CPU_PIDS=("pasta:$(cat "$PASTA_PIDFILE" 2>/dev/null)")
-        if [ -n "$gw" ]; then measure pasta "$mtu" "$gw" "$ns"; else fail_both pasta "$mtu" no-route; fi
-    fi
-    [ -s "$PASTA_PIDFILE" ] && kill_pid "$(cat "$PASTA_PIDFILE")"
-    rm -f "$PASTA_PIDFILE"
-    del_ns "$ns"
-}
-
-run_gvtap() {
-    local mtu=$1 ns=$NS-gvtap log=$WD/gvtap-$mtu.log hlog=$WD/gvtap-guest-$mtu.log prof=() extra=()
-    # No default ssh forward (127.0.0.1:2222): a benchmark binds no host port it does not need.
-    "${TWISTD[@]}" gvtap --help 2>/dev/null | grep -q -- --ssh-port && extra=(--ssh-port=-1)
-    # shellcheck disable=SC2206  # GVTAP_ARGS is split on purpose
-    extra+=(${GVTAP_ARGS:-})
-    [ "${PROFILE:-0}" = 1 ] && prof=(--profile="$WD/gvtap-$mtu.pstats" --profiler=cprofile --savestats)
-    (cd "$WD" && exec setsid "${TWISTD[@]}" -n --pidfile= "${prof[@]}" gvtap --listen "unix:$SOCK" --mtu "$mtu" "${extra[@]}") \
-        >"$log" 2>&1 &
-    DAEMON_PID=$!
-    wait_until 20 sh -c "test -S '$SOCK' || ! kill -0 $DAEMON_PID 2>/dev/null"
-    if ! test -S "$SOCK" || ! kill -0 "$DAEMON_PID" 2>/dev/null; then
-        echo "# gvtap did not start; its log:" ; tail -n 20 "$log" | sed 's/^/#   /'
-        fail_both gvtap "$mtu" daemon-start-failed; stop_gvtap; return
-    fi
-    ip netns add "$ns"
-    ip -n "$ns" link set lo up
-    (cd "$WD" && exec ip netns exec "$ns" setsid "${TWISTD[@]}" -n --pidfile= gvtap-guest \
-        --connect "unix:$SOCK" --iface tap0 --mtu "$mtu" --stop-if-exist=) >"$hlog" 2>&1 &
-    HELPER_PID=$!
-    if ! wait_until 20 sh -c "ip -n '$ns' link show tap0 2>/dev/null | grep -q ',UP' || ! kill -0 $HELPER_PID 2>/dev/null" \
-            || ! kill -0 "$HELPER_PID" 2>/dev/null; then
-        echo "# gvtap-guest did not bring tap0 up; its log:" ; tail -n 20 "$hlog" | sed 's/^/#   /'
-        fail_both gvtap "$mtu" guest-start-failed
-    else
-        ip -n "$ns" addr add 192.168.127.2/24 dev tap0
-        ip -n "$ns" route add default via 192.168.127.1
-        CPU_PIDS=("daemon:$DAEMON_PID" "guest-helper:$HELPER_PID")
-        measure gvtap "$mtu" 192.168.127.254 "$ns"   # 192.168.127.254 is the host's 127.0.0.1
-    fi
-    if ! kill -0 "$DAEMON_PID" 2>/dev/null; then
-        echo "# gvtap daemon died during the run (mtu $mtu); its log tail:"
-        FAILED=1
-    elif grep -qE 'Traceback|Unhandled|CRITICAL' "$log"; then
-        echo "# gvtap's log shows errors (mtu $mtu); its tail:"
-        FAILED=1
-    else
-        log=
-    fi
-    [ -n "$log" ] && tail -n 30 "$log" | sed 's/^/#   /'
-    stop_gvtap
-    if [ -s "$WD/gvtap-$mtu.pstats" ]; then
-        echo "# profile of the gvtap daemon, mtu=$mtu (both directions), top functions by own time:"
-        "$PY" -c 'import pstats, sys; pstats.Stats(sys.argv[1]).sort_stats("tottime").print_stats(18)' \
-            "$WD/gvtap-$mtu.pstats" 2>&1 | sed -n '/ncalls/,$p' | sed '/^$/d; s/^/#   /'
-    fi
-    del_ns "$ns"
-}
-
-echo "# machine: $(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), kernel $(uname -r), $("$PY" --version 2>&1) ($PY)"
-echo "# versions: $(iperf3 --version | head -1 | cut -d' ' -f1-2); slirp4netns $(slirp4netns --version 2>/dev/null | awk 'NR==1 { print $3 }'); pasta $(dpkg-query -W -f='${Version}' passt 2>/dev/null || echo '?'); twisted $("$PY" -c 'import twisted; print(twisted.__version__)' 2>/dev/null); gvtap $(git -C "$REPO" describe --always --dirty 2>/dev/null || echo '?')"
-echo "# iperf3 -t $T, server on 127.0.0.1:$PORT; up = namespace sends, down = -R"
-# Other work on the machine skews every figure (the ratios less so): say how busy it was.
-echo "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-for stack in "${STACKS[@]}"; do
-    for mtu in $MTUS; do
-        CPU_PIDS=()
-        case $stack in
-            slirp4netns) run_slirp4netns "$mtu" ;;
-            pasta) run_pasta "$mtu" ;;
-            gvtap) run_gvtap "$mtu" ;;
-        esac
-    done
-done
-echo "# load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+print_machine
+echo "# iperf3 $(iperf3 --version | head -1 | cut -d' ' -f2), -t $T, server on 127.0.0.1:$PORT; up = namespace sends, down = -R"
+run_rounds
 exit $FAILED

@@ -18,7 +18,8 @@ import statistics
 import sys
 
 LINE = re.compile(r"^(?P<stack>\S+) mtu=(?P<mtu>\d+) dir=(?P<dir>up|down) gbps=(?P<gbps>[\d.]+)"
-                  r"(?: vs_slirp4netns=(?P<ratio>[\d.]+|n/a))?(?: status=(?P<status>\S+))?")
+                  r"(?: vs_slirp4netns=(?P<ratio>[\d.]+|n/a))?(?: vs_gvproxy=(?P<gvp>[\d.]+|n/a))?"
+                  r"(?: status=(?P<status>\S+))?")
 CPU = re.compile(r"^# cpu (?P<stack>\S+) mtu=(?P<mtu>\d+) dir=(?P<dir>up|down) over (?P<elapsed>[\d.]+)s:"
                  r"(?P<procs>(?: \S+=[\d.]+s)+)")
 ORDER = ["slirp4netns", "pasta", "gvtap"]

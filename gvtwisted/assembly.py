@@ -5,6 +5,8 @@ Kept apart from the twistd plugin so that tests build the same network that
 C{twistd gvtap} runs, with a C{Clock} or a real reactor.
 """
 
+import socket
+
 from gvtwisted.config import NetworkConfig
 from gvtwisted.services.dhcp import DHCPConfig, DHCPServer, searchDomainsFromResolvConf
 from gvtwisted.stack.counters import Counters
@@ -33,13 +35,15 @@ class Gvtap:
     def __init__(self, reactor, config: NetworkConfig, pcap=None,
                  resolvConf="/etc/resolv.conf", dns=True, maxMACs=4096,
                  hostLoopback=True, ec2MetadataAccess=False, maxConnections=16384,
-                 dnsUpstreams=None, dnsHosts=None, guestAPI=True):
+                 dnsUpstreams=None, dnsHosts=None, guestAPI=True, verifyChecksums=None):
         self.reactor = reactor
         self.config = config
         self.counters = Counters(reactor)
         self.pcap = pcap
         self.switch = Switch(reactor, self.counters, maxEntries=maxMACs, tap=pcap)
         self.network = VirtualNetwork(reactor, config, self.switch, self.counters)
+        if verifyChecksums is not None:
+            self.network.verifyChecksums = verifyChecksums
         gateway = str(config.gatewayIP)
         self.dhcp = DHCPServer(
             DHCPConfig(
@@ -47,9 +51,11 @@ class Gvtap:
                 subnet=config.subnet,
                 dnsServers=[gateway] if dns else [],
                 mtu=config.mtu,
-                staticLeases={_mac(config.deviceMAC): str(config.deviceIP)},
-                reserved={gateway, str(config.hostIP)},
-                searchDomains=searchDomainsFromResolvConf(resolvConf),
+                staticLeases=dict(config.staticLeases),
+                reserved={gateway, str(config.hostIP)} | {
+                    socket.inet_ntoa(ip) for ip in config.virtualIPs},
+                searchDomains=(searchDomainsFromResolvConf(resolvConf)
+                               if config.searchDomains is None else config.searchDomains),
             ),
             reactor,
             self.counters,
@@ -71,7 +77,8 @@ class Gvtap:
         if dns:
             self.dns = DNSService(
                 reactor,
-                DNSZones(defaultZones(gateway, str(config.hostIP), *_zones6(config, hostLoopback))),
+                DNSZones(defaultZones(gateway, str(config.hostIP), *_zones6(config, hostLoopback))
+                         if config.zones is None else config.zones),
                 upstreams=dnsUpstreams or None,
                 resolvConf=resolvConf,
                 hostsFile=dnsHosts,

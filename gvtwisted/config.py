@@ -17,6 +17,7 @@ DEFAULT_DEVICE_MAC = "5a:94:ef:e4:0c:ee"
 DEFAULT_MTU = 1500
 MAX_MTU = 65520
 MIN_MTU = 576
+DEFAULT_VPNKIT_UUID = "c3d68012-0208-11ea-9fd7-f2189899ab08"
 
 
 class ConfigError(ValueError):
@@ -44,7 +45,9 @@ class NetworkConfig:
     def __init__(self, subnet=DEFAULT_SUBNET, gatewayIP=None, hostIP=None,
                  deviceIP=None, gatewayMAC=DEFAULT_GATEWAY_MAC,
                  deviceMAC=DEFAULT_DEVICE_MAC, mtu=DEFAULT_MTU,
-                 subnet6=DEFAULT_SUBNET6, ipv6=True):
+                 subnet6=DEFAULT_SUBNET6, ipv6=True, *, staticLeases=None,
+                 nat=None, virtualIPs=None, zones=None, searchDomains=None,
+                 vpnkitMACs=None):
         try:
             self.subnet = ipaddress.IPv4Network(subnet, strict=False)
         except ValueError as e:
@@ -92,6 +95,8 @@ class NetworkConfig:
         if self.ipv6:
             self._configureIPv6(subnet6)
 
+        self._extras(staticLeases, nat, virtualIPs, zones, searchDomains, vpnkitMACs)
+
     def _configureIPv6(self, subnet6):
         try:
             self.subnet6 = ipaddress.IPv6Network(subnet6, strict=False)
@@ -124,6 +129,63 @@ class NetworkConfig:
         """
         return self.prefix6Bytes is not None and ip[:8] == self.prefix6Bytes[:8]
 
+    def _extras(self, staticLeases, nat, virtualIPs, zones, searchDomains, vpnkitMACs):
+        """
+        What gvproxy's YAML C{stack} can say beyond the addresses; each has
+        gvproxy's default when not given.
+
+        @ivar staticLeases: MAC (lower-case text) to IP text; by default the
+            device MAC to the device IP.
+        @ivar nat: 4-byte virtual address to the dotted host address its
+            traffic goes to; by default the host address to C{127.0.0.1}.
+        @ivar virtualIPs: the 4-byte addresses besides the gateway's that the
+            gateway answers ARP for; by default the host address.
+        @ivar zones: the DNS zones in the API's JSON shape, or L{None} for
+            gvproxy's two default zones.
+        @ivar searchDomains: DHCP option 119, or L{None} for the host's
+            resolv.conf C{search} line.
+        @ivar vpnkitMACs: vpnkit UUID (lower-case text) to MAC text; by
+            default L{DEFAULT_VPNKIT_UUID} to the device MAC.
+        """
+        if staticLeases is None:
+            staticLeases = {_formatMAC(self.deviceMAC): str(self.deviceIP)}
+        self.staticLeases = {}
+        for mac, ip in staticLeases.items():
+            try:
+                key = _formatMAC(parseMAC(mac))
+            except ValueError as e:
+                raise ConfigError(f"static lease {mac!r}: {e}") from None
+            self.staticLeases[key] = str(self._address(f"static lease for {key}", ip, None))
+        if nat is None:
+            nat = {str(self.hostIP): "127.0.0.1"}
+        self.nat = {}
+        for virtual, real in nat.items():
+            try:
+                key = ipaddress.IPv4Address(virtual).packed
+                target = str(ipaddress.IPv4Address(real))
+            except ValueError:
+                raise ConfigError(f"nat {virtual!r}: {real!r}: both must be IPv4 addresses") from None
+            self.nat[key] = target
+        if virtualIPs is None:
+            virtualIPs = [str(self.hostIP)]
+        self.virtualIPs = set()
+        for ip in virtualIPs:
+            address = self._address("gateway virtual IP", ip, None)
+            if address == self.gatewayIP:
+                continue
+            self.virtualIPs.add(address.packed)
+        self.zones = zones
+        self.searchDomains = None if searchDomains is None else [str(d) for d in searchDomains]
+        if vpnkitMACs is None:
+            # gvproxy's default: hyperkit's fixed UUID gets the device MAC.
+            vpnkitMACs = {DEFAULT_VPNKIT_UUID: _formatMAC(self.deviceMAC)}
+        self.vpnkitMACs = {}
+        for uuid, mac in vpnkitMACs.items():
+            try:
+                self.vpnkitMACs[str(uuid).lower()] = _formatMAC(parseMAC(mac))
+            except ValueError as e:
+                raise ConfigError(f"vpnkit UUID {uuid}: {e}") from None
+
     def _address(self, option, value, default):
         if value is None:
             return default
@@ -138,8 +200,19 @@ class NetworkConfig:
                 f"{option} {address} is the network or broadcast address of {self.subnet}")
         return address
 
+    def isVirtualIP(self, ip: bytes) -> bool:
+        """
+        Whether a 4-byte address is the gateway's or one of its virtual
+        addresses (answered by ARP, never a guest's).
+        """
+        return ip == self.gatewayIPBytes or ip in self.virtualIPs
+
     def inSubnet(self, ip: bytes) -> bool:
         """
         Whether a 4-byte address is inside the subnet.
         """
         return int.from_bytes(ip, "big") & self.netmaskInt == self.networkInt
+
+
+def _formatMAC(raw: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in raw)

@@ -117,7 +117,9 @@ class GvtapService(MultiService):
 
     @ivar createdPaths: socket files that this process made, to remove when
         start-up fails after they were bound.
-    @ivar twistdOptions: twistd's own options (for the pid file), or L{None}.
+    @ivar twistdOptions: twistd's own options (for the pid file), or L{None}
+        when something other than twistd runs the service: then a failure is
+        raised as L{StartupError} for that caller to report.
     """
 
     def __init__(self, twistdOptions=None):
@@ -147,9 +149,11 @@ class GvtapService(MultiService):
             except OSError:
                 pass
         self.createdPaths = []
-        if self.twistdOptions is not None and self.twistdOptions.get("statusPipe") is not None:
-            # Daemonized: standard error is /dev/null, and twistd's parent
-            # process prints what an exception says through its pipe.
+        if self.twistdOptions is None or self.twistdOptions.get("statusPipe") is not None:
+            # Not run by twistd (the gvproxy command, a test): the caller
+            # reports it. Daemonized: standard error is /dev/null, and
+            # twistd's parent process prints what an exception says through
+            # its pipe.
             raise StartupError(line)
         _removePidfile(self.twistdOptions)
         sys.stderr.flush()

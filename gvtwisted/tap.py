@@ -69,11 +69,22 @@ class Options(usage.Options):
         ["mtu", None, DEFAULT_MTU, f"The MTU of the virtual network (at most {MAX_MTU})."],
         ["pcap", None, None, "Write every frame that crosses the switch to this pcap file."],
         ["max-connections", None, 16384, "Cap on TCP connections (NAT and local).", int],
-        ["dns-hosts", None, None, "A hosts-format file of static names served by the DNS."],
+        ["dns-hosts", None, "/etc/hosts", "A hosts-format file of names the DNS answers before "
+                                          "forwarding, re-read when it changes (like gvproxy, "
+                                          "whose Go resolver reads /etc/hosts); '' for none."],
         ["ssh-port", None, 2222, "Forward the host's 127.0.0.1:PORT to the guest's port 22 "
                                  "(-1: no such forward). A port already taken is logged and skipped.", int],
         ["services-ca", None, None, "A PEM file of certificate authorities: every ssl: endpoint "
                                     "then requires a client certificate signed by one of them."],
+        ["notification", None, None, "Send gvproxy's JSON notifications (ready, connection_established, "
+                                     "connection_closed, hypervisor_error) to the unix socket at "
+                                     "unix:///PATH or PATH, one connection per message (at most 100 "
+                                     "queued; past that they are dropped and counted)."],
+        ["config", None, None, "A gvproxy YAML configuration file (gvisor-tap-vsock v0.8.9's "
+                               "schema; docs/drop-in.md); options given here win over it."],
+        ["pid-file", None, None, "Write the pid here at start (no newline) and remove it at exit, "
+                                 "like gvproxy -pid-file."],
+        ["log-file", None, None, "Also log to this file (created afresh), like gvproxy -log-file."],
     ]
     optFlags = [
         ["debug", None, "Log every dropped frame and bad input (normally at most one line per reason every 10 s)."],
@@ -84,6 +95,10 @@ class Options(usage.Options):
         ["listen-stdio", None, "One guest link on stdin/stdout (frames with a 2-byte "
                                "little-endian length). Needs -n and --logfile FILE (or "
                                "--syslog): twistd must not log to stdout."],
+        ["verify-checksums", None, "Verify the TCP and UDP checksums of the guests' frames "
+                                   "(dropped and counted when wrong). Off by default, like "
+                                   "gvproxy: a local link cannot corrupt a frame; the IPv4 "
+                                   "header checksum is always verified."],
     ]
 
     def __init__(self):
@@ -95,6 +110,12 @@ class Options(usage.Options):
         self["forward"] = []
         self["listen-vfkit"] = []
         self["listen-bess"] = []
+        self["forward-sock"] = []
+        self["forward-dest"] = []
+        self["forward-user"] = []
+        self["forward-identity"] = []
+        self["listen-vpnkit"] = []
+        self["vpnkit-uuid-macs"] = {}
 
     def opt_version(self):
         """
@@ -165,8 +186,75 @@ class Options(usage.Options):
         """
         self["listen-bess"].append(_socketPath(path, "unixpacket"))
 
+    def opt_forward_sock(self, path):
+        """
+        A host unix socket (PATH or unix:///PATH, mode 0600) whose connections
+        go over SSH to the guest's --forward-dest (repeatable; matched by
+        position with --forward-dest, --forward-user and --forward-identity).
+        """
+        self["forward-sock"].append(path)
+
+    def opt_forward_dest(self, path):
+        """
+        The unix socket in the guest that the matching --forward-sock reaches
+        (repeatable).
+        """
+        self["forward-dest"].append(path)
+
+    def opt_forward_user(self, user):
+        """
+        The SSH user for the matching --forward-sock (repeatable).
+        """
+        self["forward-user"].append(user)
+
+    def opt_forward_identity(self, path):
+        """
+        The OpenSSH private key (ed25519, ecdsa or rsa) for the matching
+        --forward-sock (repeatable).
+        """
+        self["forward-identity"].append(path)
+
+    def opt_listen_vpnkit(self, endpoint):
+        """
+        Listen for hyperkit's virtio-vpnkit connections on ENDPOINT (the
+        vpnkit handshake, then frames with a 2-byte little-endian length;
+        repeatable).
+        """
+        self["listen-vpnkit"].append(endpoint)
+
+    def opt_vpnkit_uuid_mac(self, spec):
+        """
+        UUID=MAC: the MAC address a --listen-vpnkit VM with this UUID gets
+        (repeatable; gvproxy's vpnKitUUIDMacAddresses). Others get a random
+        locally administered address.
+        """
+        from gvtwisted.wire.ethernet import parseMAC
+
+        uuid, sep, mac = spec.partition("=")
+        try:
+            if not sep or len(uuid) != 36:
+                raise ValueError
+            parseMAC(mac)
+        except ValueError:
+            raise SystemExit(f"gvtap: --vpnkit-uuid-mac {spec!r} is not UUID=MAC")
+        self["vpnkit-uuid-macs"][uuid] = mac
+
+    def parseOptions(self, options=None):
+        # Which options the command line gave, so that a --config file
+        # fills in only the others.
+        import sys
+
+        from gvtwisted.dropin.tapconfig import givenOptions
+
+        self.given = givenOptions(sys.argv[1:] if options is None else options)
+        return usage.Options.parseOptions(self, options)
+
     def postOptions(self):
         try:
+            if self["config"]:
+                from gvtwisted.dropin.tapconfig import applyConfigFile
+
+                applyConfigFile(self, self["config"], getattr(self, "given", set()))
             if self["vsock-port"] is not None:
                 try:
                     port = int(self["vsock-port"])
@@ -175,6 +263,7 @@ class Options(usage.Options):
                 self["listen"].append(f"vsock:{port}")
             self["listen"] = [serverEndpointString(e) for e in self["listen"]]
             self["listen-qemu"] = [serverEndpointString(e) for e in self["listen-qemu"]]
+            self["listen-vpnkit"] = [serverEndpointString(e) for e in self["listen-vpnkit"]]
             self["services"] = [serverEndpointString(e) for e in self["services"]]
             if self["ssh-port"] != -1 and not 1 <= self["ssh-port"] <= 65535:
                 raise ConfigError(f"--ssh-port {self['ssh-port']} is not -1 or in 1..65535")
@@ -183,13 +272,23 @@ class Options(usage.Options):
                 hostIP=self["host-ip"], deviceIP=self["device-ip"],
                 gatewayMAC=self["gateway-mac"], deviceMAC=self["device-mac"],
                 mtu=self["mtu"], subnet6=self["subnet6"], ipv6=not self["no-ipv6"],
+                **self.get("network-extras", {}),
             )
+            from gvtwisted.services.ssh.forward import socketForwards
+
+            if self["notification"] is not None:
+                from gvtwisted.services.notification import notificationPath
+
+                self["notification"] = notificationPath(self["notification"])
+            self["socket-forwards"] = socketForwards(
+                self["forward-sock"], self["forward-dest"], self["forward-user"],
+                self["forward-identity"])
         except ValueError as e:
             raise SystemExit(f"gvtap: {e}")
         if not (self["listen"] or self["listen-qemu"] or self["listen-vfkit"]
-                or self["listen-bess"] or self["listen-stdio"]):
+                or self["listen-bess"] or self["listen-stdio"] or self["listen-vpnkit"]):
             raise SystemExit("gvtap: give at least one --listen, --listen-qemu, --listen-vfkit, "
-                             "--listen-bess, --listen-stdio or --vsock-port")
+                             "--listen-bess, --listen-stdio, --listen-vpnkit or --vsock-port")
 
 
 def _socketPath(value, scheme):
@@ -216,6 +315,8 @@ def guestHint(endpoint: str, framing: str) -> str:
     What to run in the guest (or give QEMU) to join through C{endpoint}.
     """
     path = unixPath(endpoint)
+    if framing == "vpnkit":
+        return f"hyperkit ... -s N,virtio-vpnkit,path={path or 'PATH'}"
     if framing == "qemu":
         if path is not None:
             return f"qemu ... -netdev stream,id=n0,server=off,addr.type=unix,addr.path={path}"
@@ -287,8 +388,14 @@ class _AnnouncingEndpointService(_ListeningService):
         _ListeningService.__init__(self, endpoint, factory, description, option, createdPaths)
         self._framing = framing
 
+    notification = None
+
     def privilegedStartService(self):
-        _ListeningService.privilegedStartService(self)
+        try:
+            _ListeningService.privilegedStartService(self)
+        except BaseException:
+            _hypervisorError(self.notification if self._framing != "connect" else None)
+            raise
         self._waitingForPort.addCallback(self._announce)
 
     def _announce(self, port):
@@ -308,6 +415,9 @@ def makeService(options, reactor=None):
     from gvtwisted.link.pcap import PcapWriter
 
     top = GvtapService(getattr(options, "parent", None))
+    from gvtwisted.dropin.runfiles import addFileServices
+
+    addFileServices(top, options, reactor)
     pcap = None
     if options["pcap"]:
         pcap = PcapWriter(options["pcap"], reactor)
@@ -316,8 +426,16 @@ def makeService(options, reactor=None):
                   hostLoopback=not options["no-host-loopback"],
                   ec2MetadataAccess=options["ec2-metadata-access"],
                   maxConnections=options["max-connections"],
-                  dnsUpstreams=options["dns-upstream"], dnsHosts=options["dns-hosts"])
+                  dnsUpstreams=options["dns-upstream"], dnsHosts=options["dns-hosts"],
+                  verifyChecksums=bool(options["verify-checksums"]))
     top.gvtap = gvtap
+    notifier = None
+    if options.get("notification"):
+        from gvtwisted.services.notification import LinkNotifications, NotificationSender
+
+        notifier = NotificationSender(reactor, options["notification"], gvtap.counters)
+        LinkNotifications(notifier).watch(gvtap.switch)
+    top.notifier = notifier
     if options["debug"]:
         gvtap.counters.logInterval = 0.0
     _StopGvtap(gvtap).setServiceParent(top)
@@ -330,6 +448,7 @@ def makeService(options, reactor=None):
                                   site=apiSite if framing == "connect" else None)
             service = _AnnouncingEndpointService(endpoint, factory, description, framing,
                                                  "--" + key, top.createdPaths)
+            service.notification = options.get("notification")
             service.setServiceParent(top)
     for description in options["services"]:
         endpoint = _serverEndpoint(reactor, description, options)
@@ -341,15 +460,45 @@ def makeService(options, reactor=None):
                             f"{options['config'].deviceIP}:22", "tcp"))
     _StaticForwards(gvtap.forwarder, forwards).setServiceParent(top)
     packetFactory = LinkFactory(gvtap.network, gvtap.counters, "qemu")
+    if options.get("listen-vpnkit"):
+        from gvtwisted.link.vpnkit import VpnkitFactory
+
+        # The configuration's vpnKitUUIDMacAddresses (gvproxy's default maps
+        # its well-known UUID to the device MAC), then --vpnkit-uuid-mac.
+        uuidMACs = dict(getattr(options["config"], "vpnkitMACs", {}))
+        uuidMACs.update(options.get("vpnkit-uuid-macs") or {})
+        vpnkitFactory = VpnkitFactory(packetFactory.makePort, options["config"].mtu, uuidMACs)
+        for description in options["listen-vpnkit"]:
+            endpoint = _serverEndpoint(reactor, description, options, api=False)
+            service = _AnnouncingEndpointService(endpoint, vpnkitFactory, description, "vpnkit",
+                                                 "--listen-vpnkit", top.createdPaths)
+            service.notification = options.get("notification")
+            service.setServiceParent(top)
     for path in options["listen-vfkit"]:
-        _PacketLinkService("vfkit", path, packetFactory.makePort, gvtap.counters,
-                           reactor, top.createdPaths).setServiceParent(top)
+        service = _PacketLinkService("vfkit", path, packetFactory.makePort, gvtap.counters,
+                                     reactor, top.createdPaths)
+        service.notification = options.get("notification")
+        service.setServiceParent(top)
     for path in options["listen-bess"]:
-        _PacketLinkService("bess", path, packetFactory.makePort, gvtap.counters,
-                           reactor, top.createdPaths).setServiceParent(top)
+        service = _PacketLinkService("bess", path, packetFactory.makePort, gvtap.counters,
+                                     reactor, top.createdPaths)
+        service.notification = options.get("notification")
+        service.setServiceParent(top)
     if options["listen-stdio"]:
         _checkStdioLogging(options)
         _StdioService(packetFactory.makePort, reactor).setServiceParent(top)
+    if options.get("socket-forwards"):
+        from gvtwisted.services.ssh.forward import SocketForwardService
+
+        forwardService = SocketForwardService(reactor, gvtap.network, str(options["config"].deviceIP),
+                                              options["socket-forwards"], gvtap.counters)
+        forwardService.createdPaths = top.createdPaths
+        forwardService.setServiceParent(top)
+    if notifier is not None:
+        from gvtwisted.services.notification import ReadyService
+
+        # Last: every endpoint listens by the time it starts.
+        ReadyService(notifier).setServiceParent(top)
     return top
 
 
@@ -374,10 +523,23 @@ def _checkStdioLogging(options):
                          "logging to stdout would corrupt the frames")
 
 
+def _hypervisorError(notification):
+    """
+    Tell the C{--notification} socket, if any, that a hypervisor endpoint
+    failed (gvproxy's C{hypervisor_error}), before start-up stops.
+    """
+    if notification:
+        from gvtwisted.services.notification import HYPERVISOR_ERROR, sendNow
+
+        sendNow(notification, HYPERVISOR_ERROR)
+
+
 class _PacketLinkService(Service):
     """
     A C{--listen-vfkit} or C{--listen-bess} socket, bound at start-up.
     """
+
+    notification = None
 
     def __init__(self, kind, path, makePort, counters, reactor, createdPaths):
         self.kind = kind
@@ -405,11 +567,12 @@ class _PacketLinkService(Service):
             from gvtwisted.link.seqpacket import SeqpacketListener as make
             hint = f"a SOCK_SEQPACKET client of {self.path}"
         option = f"--listen-{self.kind}"
-        prepareUnixSocketPath(self.path, option,
-                              socket.SOCK_DGRAM if self.kind == "vfkit" else socket.SOCK_SEQPACKET)
         try:
+            prepareUnixSocketPath(self.path, option, socket.SOCK_DGRAM if self.kind == "vfkit"
+                                  else socket.SOCK_SEQPACKET)
             self.listener = make(self.path, self.makePort, self.counters, self.reactor)
-        except OSError as e:
+        except (OSError, StartupError) as e:
+            _hypervisorError(self.notification)
             raise StartupError(describeListenFailure(e, option, self.path)) from None
         self.createdPaths.append(self.path)
         self.listener.startListening()

@@ -34,6 +34,7 @@ from gvtwisted.services.api import makeAPISite
 from gvtwisted.services.api_http import MAX_BODY
 from gvtwisted.services.api_stats import metricName, prometheusText
 from gvtwisted.services.api_tls import splitDescription, tlsServerEndpoint
+from tests.checksumpolicy import verifyingVariants
 
 LOOPBACK_PEER = IPv4Address("TCP", "127.0.0.1", 50000)
 GUEST_PEER = IPv4Address("TCP", "192.168.127.2", 40000)
@@ -314,12 +315,19 @@ class OtherRouteTests(APITestMixin, SynchronousTestCase):
 
     def test_leases(self):
         """
-        C{/services/dhcp/leases} and C{/leases} both serve the leases.
+        C{/services/dhcp/leases} and C{/leases} both serve gvproxy's table:
+        the gateway, the static lease (given out or not) and the pool's
+        leases, in Go's key order.
         """
-        self.gvtap.dhcp.leases = lambda: {"192.168.127.2": "5a:94:ef:e4:0c:ee"}
+        self.assertEqual(self.request("GET", "/leases").json(),
+                         {"192.168.127.1": "5a:94:ef:e4:0c:dd", "192.168.127.2": "5a:94:ef:e4:0c:ee"})
+        self.gvtap.dhcp.leases = lambda: {"192.168.127.3": "5a:94:ef:e4:0c:01",
+                                          "192.168.127.10": "5a:94:ef:e4:0c:02"}
         for path in ("/services/dhcp/leases", "/leases"):
             r = self.request("GET", path)
-            self.assertEqual(r.json(), {"192.168.127.2": "5a:94:ef:e4:0c:ee"})
+            self.assertEqual(list(r.json().items()), [
+                ("192.168.127.1", "5a:94:ef:e4:0c:dd"), ("192.168.127.10", "5a:94:ef:e4:0c:02"),
+                ("192.168.127.2", "5a:94:ef:e4:0c:ee"), ("192.168.127.3", "5a:94:ef:e4:0c:01")])
 
     def test_dnsAll(self):
         """
@@ -351,12 +359,44 @@ class OtherRouteTests(APITestMixin, SynchronousTestCase):
         self.assertEqual(self.request("POST", "/services/dns/add", b"{").code, 400)
         self.assertEqual(self.request("GET", "/services/dns/add").code, 405)
 
+    def test_statsGvisorShape(self):
+        """
+        C{/stats} is gVisor's tree as gvproxy serves it: C{BytesSent} and
+        C{BytesReceived} at the root, the groups as nested objects with Go's
+        field names, all 169 leaves numbers, keys sorted; gvtap's counters
+        fill the leaves they match.
+        """
+        counters = self.gvtap.counters
+        counters.increment("link.bytesSent", 1234)
+        counters.increment("link.bytesReceived", 99)
+        counters.increment("tcp.resetsSent", 3)
+        counters.increment("drop.udp.noListener", 2)
+        counters.increment("drop.tcp.checksum", 1)
+        r = self.request("GET", "/stats")
+        stats = r.json()
+        self.assertEqual((stats["BytesSent"], stats["BytesReceived"]), (1234, 99))
+        self.assertEqual(sorted(stats), ["ARP", "BytesReceived", "BytesSent", "DroppedPackets",
+                                         "ICMP", "IGMP", "IP", "NICs", "TCP", "UDP"])
+        self.assertEqual(stats["TCP"]["ResetsSent"], 3)
+        self.assertEqual(stats["TCP"]["ChecksumErrors"], 1)
+        self.assertEqual(stats["UDP"]["UnknownPortErrors"], 2)
+        self.assertEqual(stats["DroppedPackets"], 3)
+        self.assertEqual(stats["NICs"]["Tx"], {"Bytes": 1234, "Packets": 0})
+        self.assertEqual(stats["ICMP"]["V4"]["PacketsSent"]["ICMPv4PacketStats"]["EchoReply"], 0)
+        self.assertIn("Forwarding", stats["IP"])
+
+        def leaves(node):
+            return sum(leaves(v) if isinstance(v, dict) else 1 for v in node.values())
+
+        self.assertEqual(leaves(stats), 171)
+        self.assertIn(b'{"ARP": {"DisabledPacketsReceived": 0, ', r.body)
+
     def test_stats(self):
         """
-        C{/stats} has every counter and the gauges.
+        C{/gvtap/stats} has every counter and the gauges.
         """
         self.gvtap.counters.increment("link.bytesSent", 1234)
-        stats = self.request("GET", "/stats").json()
+        stats = self.request("GET", "/gvtap/stats").json()
         self.assertEqual(stats["counters"]["link.bytesSent"], 1234)
         for gauge in ("tcp.connections", "dhcp.leases", "links", "forwards"):
             self.assertIn(gauge, stats["gauges"])
@@ -386,9 +426,29 @@ class OtherRouteTests(APITestMixin, SynchronousTestCase):
 
     def test_cam(self):
         """
-        C{/cam} serves the switch's MAC table.
+        C{/cam} maps each guest MAC to its port's number, as gvproxy's; the
+        gateway is not listed there, but is on C{/gvtap/cam} (port names).
         """
-        self.assertEqual(self.request("GET", "/cam").json(), {"5a:94:ef:e4:0c:dd": "gateway"})
+        self.assertEqual(self.request("GET", "/cam").json(), {})
+        self.assertEqual(self.request("GET", "/gvtap/cam").json(), {"5a:94:ef:e4:0c:dd": "gateway"})
+
+        class Port:
+            def __init__(self, name):
+                self.name = name
+
+            def sendFrame(self, frame):
+                pass
+
+        switch = self.gvtap.switch
+        first, second = Port("a"), Port("b")
+        switch.attach(first)
+        switch.attach(second)
+        broadcast = b"\xff" * 6
+        switch.receiveFrame(second, broadcast + bytes.fromhex("5a94efe40cee") + b"\x08\x00")
+        switch.receiveFrame(first, broadcast + bytes.fromhex("5a94efe40c01") + b"\x08\x00")
+        self.assertEqual(self.request("GET", "/cam").json(),
+                         {"5a:94:ef:e4:0c:01": 0, "5a:94:ef:e4:0c:ee": 1})
+        self.assertEqual(self.request("GET", "/gvtap/cam").json()["5a:94:ef:e4:0c:ee"], "b")
 
     def test_notFound(self):
         """
@@ -462,14 +522,19 @@ class TunnelTests(APITestMixin, SynchronousTestCase):
 
     def test_missing(self):
         """
-        Without ip or port, or with bad ones, the answer is 400 and nothing
-        is dialled.
+        Without ip or port, or with bad ones, the answer is gvproxy's 500
+        (with Go's strconv words for the port) and nothing is dialled.
         """
-        for query, message in (("", b"ip is mandatory\n"), ("?ip=192.168.127.2", b"port is mandatory\n"),
-                               ("?ip=x&port=1", None), ("?ip=192.168.127.2&port=0", None),
-                               ("?ip=192.168.127.2&port=a", None)):
+        for query, message in (("", b"ip is mandatory\n"),
+                               ("?ip=192.168.127.2",
+                                b'strconv.ParseUint: parsing "": invalid syntax\n'),
+                               ("?ip=192.168.127.2&port=a",
+                                b'strconv.ParseUint: parsing "a": invalid syntax\n'),
+                               ("?ip=192.168.127.2&port=70000",
+                                b'strconv.ParseUint: parsing "70000": value out of range\n'),
+                               ("?ip=x&port=1", None), ("?ip=192.168.127.2&port=0", None)):
             r = self.request("GET", "/tunnel" + query)
-            self.assertEqual(r.code, 400, query)
+            self.assertEqual(r.code, 500, query)
             if message is not None:
                 self.assertEqual(r.body, message)
         self.assertEqual(self.dials, [])
@@ -839,6 +904,18 @@ class TapTests(SynchronousTestCase):
             e = self.assertRaises(SystemExit, self.parse, *args)
             self.assertTrue(str(e).startswith("gvtap: "), str(e))
 
+    def test_verifyChecksums(self):
+        """
+        The guests' TCP and UDP checksums are verified only with
+        --verify-checksums.
+        """
+        from tests.test_forwarder import ForwardReactor
+
+        top = self.makeService(ForwardReactor(), "--ssh-port", "-1")
+        self.assertIs(top.gvtap.network.verifyChecksums, False)
+        top = self.makeService(ForwardReactor(), "--ssh-port", "-1", "--verify-checksums")
+        self.assertIs(top.gvtap.network.verifyChecksums, True)
+
     def makeService(self, reactor, *args):
         from gvtwisted import tap
 
@@ -897,3 +974,6 @@ class TapTests(SynchronousTestCase):
         self.assertEqual(len(errors), 1)
         self.assertEqual(errors[0]["local"], "127.0.0.1:2222")
         self.assertIn("Address already in use", errors[0]["reason"])
+
+
+verifyingVariants(globals())

@@ -10,6 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from gvtwisted.assembly import Gvtap
 from gvtwisted.config import NetworkConfig
+from tests.checksumpolicy import verifyingVariants
 
 
 class AssemblyTests(SynchronousTestCase):
@@ -85,3 +86,5 @@ class AssemblyTests(SynchronousTestCase):
         self.assertIn((None, 547), gvtap.ipv6._udpPorts)
         self.assertIn((gw6, 53), gvtap.tcp6._listeners)
         self.assertIn((gw6, 80), gvtap.tcp6._listeners)
+
+verifyingVariants(globals())

@@ -16,13 +16,13 @@ import stat
 
 from zope.interface import implementer
 
-from twisted.internet import reactor
+from twisted.internet import reactor, task
 from twisted.internet.address import IPv4Address, UNIXAddress
 from twisted.internet.error import CannotListenError, ConnectionRefusedError
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from gvtwisted.config import NetworkConfig
 from gvtwisted.services.forwarder import (
@@ -181,14 +181,24 @@ class ParseTests(SynchronousTestCase):
     def test_remoteErrors(self):
         """
         A host name, a URL on a tcp forward, or no port is a spec error naming
-        C{remote}; an ssh-tunnel URL is a forward error (not implemented).
+        C{remote}; an unknown scheme, or an ssh-tunnel URL without a key or a
+        path, is a forward error with gvproxy's message; a good ssh-tunnel URL
+        gives its sshd's address (port 22 by default).
         """
         for bad, protocol in (("guest:80", "tcp"), ("tcp://192.168.127.2:80", "tcp"),
                               ("192.168.127.2", "udp")):
             e = self.assertRaises(ForwardSpecError, parseRemote, bad, protocol)
             self.assertTrue(str(e).startswith("remote: "), str(e))
+        e = self.assertRaises(ForwardError, parseRemote, "ftp://192.168.127.2:22/x", "unix")
+        self.assertIn("not implemented: ftp", str(e))
         e = self.assertRaises(ForwardError, parseRemote, "ssh-tunnel://core@192.168.127.2:22/x", "unix")
-        self.assertIn("not implemented: ssh-tunnel", str(e))
+        self.assertEqual("key not provided for unix-ssh connection", str(e))
+        e = self.assertRaises(ForwardError, parseRemote, "ssh-tunnel://core@192.168.127.2/?key=/k", "unix")
+        self.assertEqual("remote uri must contain a path to a socket file", str(e))
+        self.assertEqual(parseRemote("ssh-tunnel://core@192.168.127.2/run/x.sock?key=/k", "unix"),
+                         ("192.168.127.2", 22))
+        self.assertEqual(parseRemote("ssh-tunnel://core@192.168.127.3:2022/x?key=/k", "unix"),
+                         ("192.168.127.3", 2022))
 
     def test_forwardOption(self):
         """
@@ -233,11 +243,82 @@ class ManagerTests(SynchronousTestCase):
 
     def test_exposeAllInterfaces(self):
         """
-        A local of C{":PORT"} listens on every interface of both families
-        (C{"::"}, which takes IPv4 clients too), as Go's C{net.Listen}.
+        A local of C{":PORT"} listens on every interface, IPv6 C{[::]} too
+        (dual-stack), as Go's C{net.Listen}; UDP as well.
         """
         self.successResultOf(self.manager.expose(":8080", "192.168.127.2:80"))
         self.assertEqual(self.reactor.ports[0].interface, "::")
+        self.successResultOf(self.manager.expose(":8080", "192.168.127.2:80", "udp"))
+        self.assertEqual((self.reactor.ports[1].kind, self.reactor.ports[1].interface), ("UDP", "::"))
+
+    def test_everyAddressFallbacks(self):
+        """
+        Without IPv6 the IPv4 wildcard alone listens; where IPv6 sockets are
+        v6-only, an IPv4 socket listens beside the IPv6 one and both stop
+        together.
+        """
+        import errno
+        import socket as socketModule
+
+        from twisted.internet.error import CannotListenError
+
+        from gvtwisted.services.forwarder import listenEveryAddress
+
+        calls = []
+
+        class Handle:
+            def __init__(self, v6only):
+                self.v6only = v6only
+
+            def getsockopt(self, level, option):
+                assert (level, option) == (socketModule.IPPROTO_IPV6, socketModule.IPV6_V6ONLY)
+                return self.v6only
+
+        class Port:
+            stopped = False
+
+            def __init__(self, port, interface, v6only):
+                self.port, self.interface, self.handle = port, interface, Handle(v6only)
+
+            def getHandle(self):
+                return self.handle
+
+            def getHost(self):
+                return self
+
+            def stopListening(self):
+                self.stopped = True
+
+        def noIPv6(port, handler, interface):
+            calls.append(interface)
+            if interface == "::":
+                raise CannotListenError(interface, port, OSError(errno.EAFNOSUPPORT, "no"))
+            return Port(port, interface, 0)
+
+        self.assertEqual(listenEveryAddress(noIPv6, 8080, None).interface, "")
+        self.assertEqual(calls, ["::", ""])
+
+        def v6only(port, handler, interface):
+            return Port(port, interface, 1)
+
+        both = listenEveryAddress(v6only, 8080, None)
+        self.assertEqual([p.interface for p in both.ports], ["::", ""])
+        self.successResultOf(both.stopListening())
+        self.assertTrue(all(p.stopped for p in both.ports))
+
+        def taken(port, handler, interface):
+            raise CannotListenError(interface, port, OSError(errno.EADDRINUSE, "in use"))
+
+        self.assertRaises(CannotListenError, listenEveryAddress, taken, 8080, None)
+
+    def test_mappedClientAddress(self):
+        """
+        An IPv4 client of a dual-stack socket (C{::ffff:a.b.c.d}) shows the
+        guest its IPv4 address; a real IPv6 client the host address.
+        """
+        self.assertEqual(self.manager.sourceAddress("::ffff:203.0.113.9"), "203.0.113.9")
+        self.assertIsNone(self.manager.sourceAddress("::ffff:127.0.0.1"))
+        self.assertIsNone(self.manager.sourceAddress("2001:db8::1"))
 
     def test_duplicate(self):
         """
@@ -602,6 +683,48 @@ class RealSocketTests(TestCase):
 
         return d.addCallback(check)
 
+    def test_anyAddressDualStack(self):
+        """
+        A C{":PORT"} forward takes connections on C{::1} (clients that try
+        IPv6 for localhost first) and, where the host has it, on 127.0.0.1;
+        each dials the guest.
+        """
+        if not socket.has_ipv6:
+            raise SkipTest("no IPv6 on this host")
+        probe = socket.socket(socket.AF_INET6)
+        try:
+            probe.bind(("::1", 0))
+        except OSError:
+            probe.close()
+            raise SkipTest("no ::1 on this host")
+        port = probe.getsockname()[1]
+        probe.close()
+        self.successResultOf(self.manager.expose(f":{port}", "192.168.127.2:80"))
+        addresses = [(socket.AF_INET6, "::1")]
+        v4 = socket.socket()
+        try:
+            v4.bind(("127.0.0.1", 0))
+            addresses.append((socket.AF_INET, "127.0.0.1"))
+        except OSError:
+            pass
+        finally:
+            v4.close()
+        clients = []
+        for family, host in addresses:
+            c = socket.socket(family)
+            c.setblocking(False)
+            self.addCleanup(c.close)
+            c.connect_ex((host, port))
+            clients.append(c)
+        network = self.manager.network
+
+        def dialled():
+            if len(network.connects) < len(addresses):
+                return task.deferLater(reactor, 0.01, dialled)
+            self.assertEqual([c[:2] for c in network.connects],
+                             [("192.168.127.2", 80)] * len(addresses))
+
+        return task.deferLater(reactor, 0, dialled)
 
 class IPv6ForwardTests(SynchronousTestCase):
     """

@@ -28,6 +28,7 @@ from gvtwisted.stack.counters import Counters
 from gvtwisted.stack.network import VirtualNetwork
 from gvtwisted.stack.switch import Switch
 from tests.test_links import FakePort, GUEST2_IP, GUEST2_MAC, arpReply, arpRequest
+from tests.checksumpolicy import verifyingVariants
 
 
 def waitUntil(predicate, timeout=5.0, interval=0.005):
@@ -291,3 +292,6 @@ class BindTests(NetworkMixin, TestCase):
         self.assertRaises(OSError, bindUnix, path, socket.SOCK_DGRAM)
         with open(path) as f:
             self.assertEqual(f.read(), "keep")
+
+
+verifyingVariants(globals())

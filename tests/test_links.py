@@ -14,7 +14,7 @@ import shutil
 import subprocess
 
 import dpkt
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address, UNIXAddress
 from twisted.internet.error import ConnectionDone
@@ -35,8 +35,12 @@ from gvtwisted.link.port import PAUSED_BUDGET, SwitchPort
 from gvtwisted.stack.counters import Counters
 from gvtwisted.stack.network import VirtualNetwork
 from gvtwisted.stack.switch import Switch
+from tests.checksumpolicy import verifyingVariants
 
-FUZZ = settings(max_examples=200, deadline=None)
+# The same tests also run in twins with checksum verification on
+# (tests.checksumpolicy): one test method called from two classes is meant here.
+FUZZ = settings(max_examples=200, deadline=None,
+                suppress_health_check=[HealthCheck.differing_executors])
 
 GW_MAC = bytes.fromhex("5a94efe40cdd")
 GUEST_MAC = bytes.fromhex("5a94efe40cee")
@@ -677,3 +681,6 @@ class DescribeTests(SynchronousTestCase):
         A unix peer is C{unix:path}.
         """
         self.assertEqual(listeners._describe(UNIXAddress(b"/x")), "unix:/x")
+
+
+verifyingVariants(globals())

@@ -26,6 +26,7 @@ from gvtwisted.config import NetworkConfig
 from gvtwisted.wire import icmp, ipv4
 from gvtwisted.wire import tcp as wiretcp
 from gvtwisted.wire.tcp import ACK, FIN, PSH, RST, SYN
+from tests.checksumpolicy import verifyingVariants
 
 MASK = 0xFFFFFFFF
 
@@ -700,3 +701,6 @@ class RealSocketTests(TestCase):
         rst = yield self.waitSegment(lambda s: s.flags & RST)
         self.assertEqual((rst.flags, rst.ack), (RST | ACK, ISN + 1))
         self.assertEqual(self.gvtap.counters.get("nat.tcp.refused"), 1)
+
+
+verifyingVariants(globals())

@@ -24,6 +24,7 @@ from gvtwisted.stack.counters import Counters
 from gvtwisted.stack.switch import Switch
 from gvtwisted.stack.network import VirtualNetwork
 from gvtwisted.wire import icmp, ipv4, udp
+from tests.checksumpolicy import verifyingVariants
 
 GUEST = socket.inet_aton("192.168.127.2")
 GATEWAY = socket.inet_aton("192.168.127.1")
@@ -534,3 +535,6 @@ class FakeClockTests(SynchronousTestCase):
         self.assertTrue(all(f.closed and f.socket.fileno() == -1 for f in flows))
         self.assertEqual(self.reactor.readers, set())
         self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+
+verifyingVariants(globals())

@@ -11,7 +11,7 @@ exact frames the guest gets back.
 import socket
 
 import dpkt
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IUDPTransport
@@ -27,8 +27,12 @@ from gvtwisted.stack.network import VirtualNetwork
 from gvtwisted.stack.switch import Switch
 from gvtwisted.wire import checksum
 from gvtwisted.wire import udp as wireUDP
+from tests.checksumpolicy import verifyingVariants
 
-FUZZ = settings(max_examples=200, deadline=None)
+# The same tests also run in twins with checksum verification on
+# (tests.checksumpolicy): one test method called from two classes is meant here.
+FUZZ = settings(max_examples=200, deadline=None,
+                suppress_health_check=[HealthCheck.differing_executors])
 
 GW_MAC = bytes.fromhex("5a94efe40cdd")
 GUEST_MAC = bytes.fromhex("5a94efe40cee")
@@ -523,14 +527,34 @@ class UDPTests(NetworkTestCase):
 
     def test_badChecksum(self):
         """
-        A datagram with a wrong UDP checksum is dropped and counted.
+        With C{verifyChecksums} on, a datagram with a wrong UDP checksum is
+        dropped and counted.
         """
+        self.network.verifyChecksums = True
         frame = bytearray(udpFrame(1000, 53, b"query"))
         frame[-1] ^= 0x10
-        self.network.listenUDP(53, Recorder())
+        protocol = Recorder()
+        self.network.listenUDP(53, protocol)
         self.send(bytes(frame))
         self.assertNothingSent()
+        self.assertEqual(protocol.datagrams, [])
         self.assertEqual(self.counters.get("drop.udp.checksum"), 1)
+
+    def test_badChecksumNotVerified(self):
+        """
+        By default a guest's UDP checksum is not verified: the datagram is
+        delivered and nothing is counted. The IPv4 header checksum still is
+        (L{IPv4ValidationTests.test_checksum}).
+        """
+        self.network.verifyChecksums = False
+        frame = bytearray(udpFrame(1000, 53, b"query"))
+        frame[-1] ^= 0x10
+        protocol = Recorder()
+        self.network.listenUDP(53, protocol)
+        self.send(bytes(frame))
+        self.assertEqual(protocol.datagrams,
+                         [(b"quer" + bytes([ord("y") ^ 0x10]), ("192.168.127.2", 1000))])
+        self.assertEqual(self.counters.get("drop.udp.checksum"), 0)
 
     def test_badLength(self):
         """
@@ -921,3 +945,6 @@ class FuzzTests(NetworkTestCase):
         for out in guest.frames:
             if out[12:14] == b"\x08\x00":
                 self.assertEqual(recomputed(out), out)
+
+
+verifyingVariants(globals())

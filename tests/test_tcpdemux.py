@@ -30,6 +30,7 @@ from gvtwisted.stack.tcpdemux import EPHEMERAL, TCPDemux
 from gvtwisted.wire import arp, checksum, ipv4
 from gvtwisted.wire import tcp as wiretcp
 from gvtwisted.wire.tcp import ACK, FIN, PSH, RST, SYN
+from tests.checksumpolicy import verifyingVariants
 
 MASK = 0xFFFFFFFF
 
@@ -293,15 +294,30 @@ class StraySegmentTests(DemuxTestCase):
 
     def test_badChecksum(self):
         """
-        A segment whose checksum is wrong is dropped without an answer and
-        counted as C{drop.tcp.checksum}.
+        With C{verifyChecksums} on, a segment whose checksum is wrong is dropped
+        without an answer and counted as C{drop.tcp.checksum}.
         """
+        self.network.verifyChecksums = True
         seg = bytearray(segment(SYN, options=wiretcp.mssOption(1460)))
         seg[16] ^= 0x55
         self.send(frame(bytes(seg)))
         self.assertEqual(self.guest.frames, [])
         self.assertEqual(self.counters.get("drop.tcp.checksum"), 1)
         self.assertEqual(self.demux.connectionCount(), 0)
+
+    def test_badChecksumNotVerified(self):
+        """
+        By default the TCP checksum of a guest's segment is not verified (as
+        gvproxy's netstack does not): a SYN with a wrong one to a closed port
+        is answered with RST like any other, and nothing is counted.
+        """
+        self.network.verifyChecksums = False
+        seg = bytearray(segment(SYN, options=wiretcp.mssOption(1460)))
+        seg[16] ^= 0x55
+        self.send(frame(bytes(seg)))
+        [(_, rst)] = self.taken()
+        self.assertEqual(rst.flags, RST | ACK)
+        self.assertEqual(self.counters.get("drop.tcp.checksum"), 0)
 
     def test_malformedDataOffset(self):
         """
@@ -950,3 +966,6 @@ class TimeWaitTests(DemuxTestCase):
         self.closeToTimeWait()
         self.clock.advance(60)
         self.assertEqual(self.demux.connectionCount(), 0)
+
+
+verifyingVariants(globals())

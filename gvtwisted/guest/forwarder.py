@@ -185,7 +185,8 @@ class GuestForwarder(Service):
         self.endpoint = endpoint
         self.clock = clock
         self.device = device
-        self.request = connectRequest(path)
+        # No path: a link with no handshake (gvforwarder's stdio: URLs).
+        self.request = connectRequest(path) if path else b""
         self.retryDelay = retryDelay
         self.connectTimeout = connectTimeout
         self.description = description or str(endpoint)
@@ -280,7 +281,8 @@ class GuestForwarder(Service):
         self.log.info(
             "link up: connected to {where} ({path})",
             where=self.description,
-            path=self.request.split(b" ", 2)[1].decode("ascii"),
+            path=(self.request.split(b" ", 2)[1].decode("ascii")
+                  if self.request else "no handshake"),
         )
         for hook in list(self.linkUpHooks):
             try:

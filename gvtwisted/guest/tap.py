@@ -117,6 +117,20 @@ class Options(usage.Options):
         iface = self["iface"]
         if not iface or len(iface.encode()) >= tuntap.IFNAMSIZ or "/" in iface:
             raise usage.UsageError(f"--iface {iface!r} is not a valid interface name")
+        self["stopIfExist"] = [
+            name.strip() for name in self["stop-if-exist"].split(",") if name.strip()
+        ]
+        if self["connect"].startswith("stdio:"):
+            # gvforwarder's stdio:CMD?k=v: run CMD -k=v and carry the frames
+            # on its standard input and output, with no POST /connect.
+            from gvtwisted.guest.stdio import parseStdioURL
+
+            try:
+                self["stdio"] = parseStdioURL(self["connect"])
+            except ValueError as e:
+                raise usage.UsageError(f"--connect: {e}") from None
+            self["endpoint"], self["path"] = None, None
+            return
         try:
             self["endpoint"], self["path"] = urlToEndpointString(self["connect"])
         except ValueError as e:
@@ -131,9 +145,6 @@ class Options(usage.Options):
             raise usage.UsageError(
                 f"--connect {self['connect']!r}: {e or type(e).__name__}"
             ) from None
-        self["stopIfExist"] = [
-            name.strip() for name in self["stop-if-exist"].split(",") if name.strip()
-        ]
 
 
 def dhcpCommand(iface: str, which=shutil.which):
@@ -287,10 +298,9 @@ class GuestService(Service):
         self.device = tuntap.TapDevice(fd, name, reactor=self.reactor)
         if self.preexisting:
             how = " (preexisting, not configured)"
-        elif self.mac:
-            how = f", MAC {tuntap.formatMAC(self.mac)}, MTU {self.mtu}, up"
         else:
-            how = f", MTU {self.mtu}, up"
+            how = (f", MAC {tuntap.formatMAC(self.mac)}" if self.mac else "") + (
+                f", MTU {self.mtu}" if self.mtu is not None else "") + ", up"
         self.log.info("TAP {name} open{how}", name=name, how=how)
 
     def startService(self):
@@ -353,7 +363,12 @@ def makeService(options, reactor=None):
     if reactor is None:
         from twisted.internet import reactor
 
-    endpoint = clientFromString(reactor, options["endpoint"])
+    if options.get("stdio"):
+        from gvtwisted.guest.stdio import stdioEndpoint
+
+        endpoint = stdioEndpoint(reactor, options["stdio"])
+    else:
+        endpoint = clientFromString(reactor, options["endpoint"])
     forwarder = GuestForwarder(
         endpoint,
         reactor,
@@ -368,7 +383,7 @@ def makeService(options, reactor=None):
         mac=options["macBytes"],
         mtu=options["mtu"],
         preexisting=bool(options["preexisting"]),
-        dhcp=dhcpCommand if options["dhcp"] else None,
+        dhcp=options.get("dhcpCommand", dhcpCommand) if options["dhcp"] else None,
         stopIfExist=options["stopIfExist"],
         debug=bool(options["debug"]),
     )

@@ -112,6 +112,14 @@ class FramedLinkProtocol(Protocol):
         Called with each whole frame; override or assign.
         """
 
+    def framesReceived(self, frames):
+        """
+        Called with the whole frames of one read (at least one), in order;
+        override or assign to handle them as a batch.
+        """
+        for frame in frames:
+            self.frameReceived(frame)
+
     def framingError(self, reason: str):
         """
         Called once when the stream breaks the framing, before the link closes.
@@ -135,11 +143,18 @@ class FramedLinkProtocol(Protocol):
             abort = getattr(self.transport, "abortConnection", None)
             (abort or self.transport.loseConnection)()
             return
-        for frame in frames:
-            self.frameReceived(frame)
+        if frames:
+            self.framesReceived(frames)
 
     def sendFrame(self, frame: bytes):
         """
         Write one frame with its length header.
         """
         self.transport.writeSequence((self._pack(len(frame)), frame))
+
+    def sendFrameParts(self, parts, length: int):
+        """
+        Write one frame given in pieces (bytes) of C{length} bytes in all, with
+        its length header: the transport gets the pieces as they are.
+        """
+        self.transport.writeSequence((self._pack(length), *parts))

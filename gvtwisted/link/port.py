@@ -49,6 +49,7 @@ class SwitchPort:
         """
         self.protocol = protocol
         protocol.frameReceived = self.frameReceived
+        protocol.framesReceived = self.framesReceived
         protocol.transport.registerProducer(self, True)
         self.switch.attach(self)
         self.log.info("guest link up: {name}", name=self.name)
@@ -71,6 +72,18 @@ class SwitchPort:
         values["link.bytesReceived"] += len(frame)
         self.switch.receiveFrame(self, frame)
 
+    def framesReceived(self, frames):
+        """
+        The frames of one read of the link, switched as one batch.
+        """
+        values = self._values
+        values["link.framesReceived"] += len(frames)
+        length = 0
+        for frame in frames:
+            length += len(frame)
+        values["link.bytesReceived"] += length
+        self.switch.receiveFrames(self, frames)
+
     def sendFrame(self, frame):
         """
         Write one frame to the guest, or drop it when a paused link has
@@ -88,6 +101,31 @@ class SwitchPort:
         values["link.framesSent"] += 1
         values["link.bytesSent"] += len(frame)
         protocol.sendFrame(frame)
+
+    def sendFrameParts(self, parts):
+        """
+        L{sendFrame} for a frame in pieces (headers, payload), handed to a
+        protocol that writes pieces (C{sendFrameParts}) as they are.
+        """
+        protocol = self.protocol
+        if protocol is None:
+            return
+        length = 0
+        for part in parts:
+            length += len(part)
+        if self.paused:
+            if self._pausedBytes + length > PAUSED_BUDGET:
+                self.counters.increment("drop.link.paused")
+                return
+            self._pausedBytes += length
+        values = self._values
+        values["link.framesSent"] += 1
+        values["link.bytesSent"] += length
+        sendParts = getattr(protocol, "sendFrameParts", None)
+        if sendParts is not None:
+            sendParts(parts, length)
+        else:
+            protocol.sendFrame(b"".join(parts))
 
     # IPushProducer: the transport tells us when its buffer is full.
 

@@ -30,6 +30,7 @@ from twisted.web.server import NOT_DONE_YET
 from gvtwisted.services.api_http import (
     MISSING, APISite, Node, checkRoute, field, readJSONObject, writeError, writeJSON,
 )
+from gvtwisted.services.api_gvstats import gvisorStats
 from gvtwisted.services.api_stats import prometheusText, stats
 from gvtwisted.services.api_tunnel import TunnelResource
 from gvtwisted.services.forwarder import ForwardError, ForwardSpecError
@@ -179,7 +180,26 @@ class LeasesResource(_Route):
     """
 
     def handle(self, request):
-        return writeJSON(request, self.gvtap.dhcp.leases())
+        return writeJSON(request, allLeases(self.gvtap))
+
+
+def allLeases(gvtap) -> dict:
+    """
+    gvproxy's lease table: the gateway's address and MAC, every static
+    lease (given out or not), and the live pool leases; keys in Go's
+    (string) order.
+    """
+    config = gvtap.config
+    table = {str(config.gatewayIP): _formatMAC(config.gatewayMAC)}
+    dhcp = gvtap.dhcp
+    for mac, ip in getattr(dhcp.config, "staticLeases", {}).items():
+        table[ip] = mac
+    table.update(dhcp.leases())
+    return dict(sorted(table.items()))
+
+
+def _formatMAC(mac) -> str:
+    return mac if isinstance(mac, str) else ":".join(f"{b:02x}" for b in mac)
 
 
 class ZonesResource(_Route):
@@ -217,7 +237,17 @@ class AddZoneResource(_Route):
 
 class StatsResource(_Route):
     """
-    C{GET /stats}: the counters and gauges as JSON.
+    C{GET /stats}: gvproxy's shape, gVisor's statistics tree with
+    C{BytesSent} and C{BytesReceived}.
+    """
+
+    def handle(self, request):
+        return writeJSON(request, gvisorStats(self.gvtap))
+
+
+class GvtapStatsResource(_Route):
+    """
+    C{GET /gvtap/stats}: gvtap's own counters and gauges as JSON.
     """
 
     def handle(self, request):
@@ -236,7 +266,18 @@ class MetricsResource(_Route):
 
 class CAMResource(_Route):
     """
-    C{GET /cam}: the switch's MAC table, MAC to port name.
+    C{GET /cam}: gvproxy's shape, each guest MAC address to its port's
+    number.
+    """
+
+    def handle(self, request):
+        return writeJSON(request, self.gvtap.switch.cam())
+
+
+class GvtapCAMResource(_Route):
+    """
+    C{GET /gvtap/cam}: the whole MAC table, gateway included, MAC to port
+    name.
     """
 
     def handle(self, request):
@@ -270,6 +311,10 @@ def makeAPIResource(gvtap):
     root.putChild(b"stats", StatsResource(gvtap))
     root.putChild(b"metrics", MetricsResource(gvtap))
     root.putChild(b"cam", CAMResource(gvtap))
+    own = Node()
+    root.putChild(b"gvtap", own)
+    own.putChild(b"stats", GvtapStatsResource(gvtap))
+    own.putChild(b"cam", GvtapCAMResource(gvtap))
     root.putChild(b"tunnel", TunnelResource(gvtap))
     return root
 

@@ -134,16 +134,20 @@ class TunnelResource(Resource):
             return refusal
         ip = (request.args.get(b"ip") or [b""])[0].decode("utf-8", "replace")
         port = (request.args.get(b"port") or [b""])[0].decode("utf-8", "replace")
+        # gvproxy's codes and words: every bad parameter is a 500, a port is
+        # read with Go's strconv.ParseUint(port, 10, 16).
         if not ip:
-            return writeError(request, 400, "ip is mandatory")
-        if not port:
-            return writeError(request, 400, "port is mandatory")
+            return writeError(request, 500, "ip is mandatory")
+        if not port.isascii() or not port.isdigit():
+            return writeError(request, 500, f'strconv.ParseUint: parsing "{port}": invalid syntax')
+        if int(port) > 65535:
+            return writeError(request, 500, f'strconv.ParseUint: parsing "{port}": value out of range')
+        if int(port) == 0:
+            return writeError(request, 500, "port: 0 is not in 1..65535")
         try:
             ip = str(ipaddress.IPv4Address(ip))
         except ValueError:
-            return writeError(request, 400, f"ip: {ip!r} is not an IPv4 address")
-        if not port.isdigit() or not 1 <= int(port) <= 65535:
-            return writeError(request, 400, f"port: {port!r} is not in 1..65535")
+            return writeError(request, 500, f"ip: {ip!r} is not an IPv4 address")
         counters = self.gvtap.counters
         hostSide = SpliceSide(counters, "api.tunnel.bytesToGuest")
         guestSide = _TunnelGuestSide(request, hostSide, counters)

@@ -87,8 +87,12 @@ def parseRemote(text: str, protocol: str):
     unix forward also gvproxy's C{"tcp://IP:PORT"}.
 
     @raise ForwardSpecError: naming C{remote}.
-    @raise ForwardError: for a unix forward's C{ssh-tunnel://} remote, which
-        gvtap does not implement (gvproxy answers 500 for schemes it lacks).
+    A unix forward's C{ssh-tunnel://user@IP:PORT/path?key=FILE} remote
+    gives the address of the sshd it goes through.
+
+    @raise ForwardError: for a unix forward's remote scheme other than tcp
+        and ssh-tunnel (gvproxy answers 500 for schemes it lacks), or an
+        ssh-tunnel remote gvproxy refuses (no key, no path).
     """
     if not isinstance(text, str):
         raise ForwardSpecError(f"remote: {text!r} is not a string")
@@ -96,9 +100,18 @@ def parseRemote(text: str, protocol: str):
         scheme, _, rest = text.partition("://")
         if protocol != "unix":
             raise ForwardSpecError(f"remote: {text!r}: a URL is for unix forwards only")
-        if scheme != "tcp":
+        if scheme == "ssh-tunnel":
+            from gvtwisted.services.ssh.forward import parseSSHTunnel
+
+            try:
+                tunnel = parseSSHTunnel(text)
+            except ValueError as e:
+                raise ForwardError(str(e)) from None
+            text = f"{tunnel.host}:{tunnel.port}"
+        elif scheme != "tcp":
             raise ForwardError(f"remote protocol for unix forwarder is not implemented: {scheme}")
-        text = rest.rstrip("/")
+        else:
+            text = rest.rstrip("/")
     host, port = parseHostPort(text, "remote")
     try:
         ip = ipaddress.ip_address(host)
@@ -340,12 +353,13 @@ class _Forward:
     listening host socket.
     """
 
-    def __init__(self, local, remote, protocol, listener, udp=None):
+    def __init__(self, local, remote, protocol, listener, udp=None, onClose=None):
         self.local = local
         self.remote = remote
         self.protocol = protocol
         self.listener = listener
         self.udp = udp
+        self.onClose = onClose
 
     def toJSON(self):
         return {"local": self.local, "remote": self.remote, "protocol": self.protocol}
@@ -353,6 +367,8 @@ class _Forward:
     def close(self):
         if self.udp is not None:
             self.udp.closeAll()
+        if self.onClose is not None:
+            self.onClose()
         return defer.maybeDeferred(self.listener.stopListening)
 
 
@@ -489,32 +505,52 @@ class ForwarderManager:
         key = (protocol, local)
         if key in self._forwards:
             raise ForwardError("proxy already running")
-        udp = None
-        if protocol == "unix":
+        udp = onClose = None
+        if protocol == "unix" and remote.startswith("ssh-tunnel://"):
+            factory, onClose = self._sshTunnel(remote)
+            listener = self._listenUNIX(local, factory)
+        elif protocol == "unix":
             listener = self._listenUNIX(local, _StreamForwardFactory(self, target))
         else:
             host, port = parseHostPort(local, "local")
-            # ":PORT" is every interface of both families: "::" takes IPv4
-            # clients too (as ::ffff:a.b.c.d), unless the host has no IPv6.
-            for interface in (["::", ""] if host == "" else [host]):
-                try:
-                    if protocol == "tcp":
-                        listener = self.reactor.listenTCP(
-                            port, _StreamForwardFactory(self, target), interface=interface)
-                    else:
-                        udp = _UDPForward(self, target)
-                        listener = self.reactor.listenUDP(port, udp, interface=interface)
-                    break
-                except CannotListenError as e:
-                    if interface == "::" and getattr(e.socketError, "errno", None) in (
-                            errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
-                        continue
-                    raise ForwardError(f"listen {protocol} {local}: {_reason(e)}") from None
-        self._forwards[key] = _Forward(local, remote, protocol, listener, udp)
+            try:
+                if protocol == "tcp":
+                    listen, handler = self.reactor.listenTCP, _StreamForwardFactory(self, target)
+                else:
+                    listen = self.reactor.listenUDP
+                    handler = udp = _UDPForward(self, target)
+                if host:
+                    listener = listen(port, handler, interface=host)
+                else:
+                    listener = listenEveryAddress(listen, port, handler)
+            except CannotListenError as e:
+                raise ForwardError(f"listen {protocol} {local}: {_reason(e)}") from None
+        self._forwards[key] = _Forward(local, remote, protocol, listener, udp, onClose)
         self.counters.increment("forward.exposed")
         self.log.info("forwarding {protocol} {local} -> {remote}",
                       protocol=protocol, local=local, remote=remote)
         return None
+
+    def _sshTunnel(self, remote):
+        """
+        The factory of an C{ssh-tunnel://} unix forward: each connection a
+        channel of one SSH session (opened with the first connection) through
+        the virtual network; and what closes that session.
+        """
+        from gvtwisted.services.ssh.client import IdentityError, loadIdentity
+        from gvtwisted.services.ssh.forward import (
+            StreamLocalFactory, parseSSHTunnel, sessionFor)
+
+        tunnel = parseSSHTunnel(remote)
+        if not tunnel.user:
+            raise ForwardError(f"remote: {remote!r} names no SSH user")
+        try:
+            key = loadIdentity(tunnel.keyPath, tunnel.passphrase)
+        except IdentityError as e:
+            raise ForwardError(str(e)) from None
+        session = sessionFor(self.reactor, self.network, tunnel.host, tunnel.port,
+                             tunnel.user, key, self.counters)
+        return StreamLocalFactory(session, tunnel.path, self.counters), session.stop
 
     def _listenUNIX(self, path, factory):
         """
@@ -535,6 +571,56 @@ class ForwarderManager:
             return self.reactor.listenUNIX(path, factory, mode=0o600)
         except CannotListenError as e:
             raise ForwardError(f"listen unix {path}: {_reason(e)}") from None
+
+
+class _Listeners:
+    """
+    An IPv6 and an IPv4 socket that listen as one (a host whose IPv6
+    sockets do not take IPv4).
+    """
+
+    def __init__(self, *ports):
+        self.ports = ports
+
+    def getHost(self):
+        return self.ports[0].getHost()
+
+    def stopListening(self):
+        return defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in self.ports],
+                                   consumeErrors=True)
+
+
+def listenEveryAddress(listen, port, handler):
+    """
+    Listen on C{port} of every address, IPv6 C{[::]} as well as IPv4, as
+    Go's C{net.Listen(":PORT")} does: a client that tries C{::1} for
+    C{localhost} first is answered. One dual-stack socket where the host
+    allows it, an IPv6 and an IPv4 socket where IPv6 sockets are v6-only,
+    IPv4 alone on a host without IPv6.
+
+    @param listen: C{reactor.listenTCP} or C{reactor.listenUDP}.
+    @raise CannotListenError: as C{listen} does.
+    """
+    try:
+        v6 = listen(port, handler, interface="::")
+    except CannotListenError as e:
+        if getattr(e.socketError, "errno", None) in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL,
+                                                     errno.EPROTONOSUPPORT):
+            return listen(port, handler, interface="")
+        raise
+    handle = v6.getHandle() if hasattr(v6, "getHandle") else getattr(v6, "socket", None)
+    try:
+        v6only = handle.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+    except (AttributeError, OSError):
+        v6only = 0
+    if not v6only:
+        return v6
+    try:
+        v4 = listen(v6.getHost().port, handler, interface="")
+    except CannotListenError:
+        v6.stopListening()
+        raise
+    return _Listeners(v6, v4)
 
 
 def _unixSocketLive(path) -> bool:

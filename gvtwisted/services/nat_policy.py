@@ -2,7 +2,8 @@
 Where the guest's traffic for an address outside the network may go on the
 host: one policy for the TCP, UDP and ICMP NATs.
 
-The host address (.254) is the host's 127.0.0.1 unless host loopback is off;
+The host address (.254) is the host's 127.0.0.1 unless host loopback is off
+(more such virtual addresses come from the NAT table, C{NetworkConfig.nat});
 169.254.0.0/16 (cloud metadata) only with C{ec2MetadataAccess}; broadcast,
 multicast, martians and other guests' addresses never.
 """
@@ -46,8 +47,13 @@ def hostDestination(config, dst: bytes, hostLoopback: bool, ec2MetadataAccess: b
     @return: the dotted address a host socket should send to, or a
         L{Refused} saying why not.
     """
-    if dst == config.hostIPBytes:
-        return LOOPBACK if hostLoopback else HOST_LOOPBACK_DISABLED
+    target = config.nat.get(dst)
+    if target is not None:
+        # gvproxy's NAT table (its YAML's stack.nat): by default only the host
+        # address, to the host's 127.0.0.1; --no-host-loopback refuses that one.
+        if dst == config.hostIPBytes and not hostLoopback:
+            return HOST_LOOPBACK_DISABLED
+        return target
     first = dst[0]
     if dst == LIMITED_BROADCAST or dst == config.broadcastIPBytes:
         return BROADCAST

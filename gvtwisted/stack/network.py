@@ -52,9 +52,17 @@ class VirtualNetwork:
         the gateway's.
     @ivar leaseOwner: a callable from a dotted IP to the MAC string that holds
         its DHCP lease, or L{None}; used to refuse spoofed sources.
+    @ivar verifyChecksums: whether the TCP and UDP checksums of what the guests
+        send are verified (the IPv4 header checksum always is). Off by default:
+        a guest link is a local socket that cannot corrupt a frame and the
+        guest's kernel computed those sums, so checking them only costs a pass
+        over every payload byte (gVisor's netstack behind gvproxy does not check
+        them either: its link declares receive checksum offload). On
+        (C{--verify-checksums}) to debug a hypervisor or a guest driver.
     """
 
     log = Logger()
+    verifyChecksums = False
 
     def __init__(self, reactor, config, switch, counters):
         self.reactor = reactor
@@ -172,7 +180,7 @@ class VirtualNetwork:
             return
         if message.op != arp.REQUEST:
             return
-        if message.targetIP not in (self._gwIP, self._hostIP):
+        if not self.config.isVirtualIP(message.targetIP):
             self.counters.increment("arp.ignored")
             return
         self.counters.increment("arp.replies")
@@ -189,7 +197,7 @@ class VirtualNetwork:
         if entry is not None and entry[0] == mac:
             entry[1] = self.reactor.seconds()
             return True
-        if not self.config.inSubnet(ip) or ip in (self._gwIP, self._hostIP):
+        if not self.config.inSubnet(ip) or self.config.isVirtualIP(ip) or ip == self._hostIP:
             self.counters.complain("ipv4.foreignSource", socket.inet_ntoa(ip))
             return False
         if self.leaseOwner is not None:
@@ -261,7 +269,8 @@ class VirtualNetwork:
         except ValueError as e:
             self.counters.complain(str(e))
             return
-        if not udp.checksumOK(packet.src, packet.dst, packet.payload[:8 + len(data)]):
+        if self.verifyChecksums and not udp.checksumOK(
+                packet.src, packet.dst, packet.payload[:8 + len(data)]):
             self.counters.complain("udp.checksum")
             return
         if local:
@@ -293,6 +302,14 @@ class VirtualNetwork:
 
     def _send(self, frame):
         self.switch.forward(self.gatewayPort, frame)
+
+    def sendFrameParts(self, parts):
+        """
+        Send a frame given as pieces, a complete header and a payload, which
+        reach the guest link's transport as they are, never concatenated (the
+        data segments of L{gvtwisted.stack.frames.TCPFrameSender}).
+        """
+        self.switch.forwardParts(self.gatewayPort, parts)
 
     def nextIdent(self) -> int:
         self._ident = (self._ident + 1) & 0xFFFF

@@ -14,10 +14,50 @@ is looked up), and all of a port's entries go when the port detaches.
 from gvtwisted.wire.ethernet import formatMAC
 
 
+class FrameBatch:
+    """
+    The frames of one read of a guest link, while the switch handles them one
+    after the other (L{Switch.receiveFrames}).
+
+    What can be done once for all of them is registered with L{atEnd} while
+    C{depth} is non-zero: a TCP connection delivers the in-order data of all
+    its segments in the batch to its protocol in one C{dataReceived} (so the
+    host socket gets one write), as a kernel hands a reader everything that
+    arrived since its last read.
+    """
+
+    __slots__ = ("depth", "_later")
+
+    def __init__(self):
+        self.depth = 0
+        self._later = []
+
+    def atEnd(self, call):
+        """
+        Call C{call} (no arguments) when the batch ends; only while one is open.
+        """
+        self._later.append(call)
+
+    def end(self):
+        later = self._later
+        while later:
+            self._later = []
+            for call in later:
+                call()
+            later = self._later
+
+
 class Switch:
     """
     @ivar ports: the attached ports; each provides C{sendFrame(frame)}.
+    @ivar onLearn: L{None}, or called as C{onLearn(port, mac)} when a new
+        MAC table entry is made (not on the per-frame path).
+    @ivar onDetach: L{None}, or called as C{onDetach(port)} when a port
+        leaves.
     """
+
+    onLearn = None
+    onDetach = None
 
     def __init__(self, clock, counters, maxEntries: int = 4096,
                  ageing: float = 300.0, tap=None):
@@ -29,6 +69,11 @@ class Switch:
         # mac -> [port, lastSeen]; permanent entries have lastSeen None.
         self._table = {}
         self._tap = tap
+        # Guest ports' numbers for /cam, in attach order from 0 (gvproxy's
+        # connection ids); the gateway (permanent MACs) has none.
+        self._numbers = {}
+        self._nextNumber = 0
+        self.batch = FrameBatch()
 
     def attach(self, port, macs=()):
         """
@@ -38,15 +83,22 @@ class Switch:
         self.ports.append(port)
         for mac in macs:
             self._table[mac] = [port, None]
+        if not macs:
+            self._numbers[port] = self._nextNumber
+            self._nextNumber += 1
 
     def detach(self, port):
         """
         Remove C{port} and every address learnt on it.
         """
-        if port in self.ports:
+        attached = port in self.ports
+        if attached:
             self.ports.remove(port)
+        self._numbers.pop(port, None)
         for mac in [m for m, e in self._table.items() if e[0] is port]:
             del self._table[mac]
+        if attached and self.onDetach is not None:
+            self.onDetach(port)
 
     def portFor(self, mac: bytes):
         """
@@ -71,6 +123,17 @@ class Switch:
             if entry[1] is None or now - entry[1] <= self.ageing
         }
 
+    def cam(self) -> dict:
+        """
+        gvproxy's C{/cam}: every guest MAC address learnt, to the number of
+        its port (the gateway's own address is not listed).
+        """
+        return {
+            formatMAC(mac): self._numbers[entry[0]]
+            for mac, entry in sorted(self._table.items())
+            if entry[1] is not None and entry[0] in self._numbers
+        }
+
     def _learn(self, port, src: bytes, now: float) -> bool:
         entry = self._table.get(src)
         if entry is not None:
@@ -86,6 +149,8 @@ class Switch:
                 self._counters.increment("switch.tableFull")
                 return True
         self._table[src] = [port, now]
+        if self.onLearn is not None:
+            self.onLearn(port, src)
         return True
 
     def _evict(self, now: float):
@@ -124,6 +189,50 @@ class Switch:
                 if out is not port:
                     out.sendFrame(frame)
                 return
+        for out in self.ports:
+            if out is not port:
+                out.sendFrame(frame)
+
+    def receiveFrames(self, port, frames):
+        """
+        L{receiveFrame} for each of C{frames}, the frames of one read of
+        C{port}'s link, as one L{FrameBatch}.
+        """
+        if len(frames) == 1:
+            self.receiveFrame(port, frames[0])
+            return
+        batch = self.batch
+        batch.depth += 1
+        try:
+            for frame in frames:
+                self.receiveFrame(port, frame)
+        finally:
+            batch.depth -= 1
+            if not batch.depth:
+                batch.end()
+
+    def forwardParts(self, port, parts):
+        """
+        L{forward} for a frame the gateway built in pieces (its headers, then
+        the payload): a port that takes pieces (C{sendFrameParts}) gets them as
+        they are, so the payload is not copied on the way; any other port, the
+        pcap tap and a flood get the joined frame.
+        """
+        if self._tap is not None:
+            self._tap(b"".join(parts))
+        dst = parts[0][0:6]
+        if not dst[0] & 1:
+            entry = self._table.get(dst)
+            if entry is not None and (entry[1] is None
+                                      or self._clock.seconds() - entry[1] <= self.ageing):
+                out = entry[0]
+                sendParts = getattr(out, "sendFrameParts", None)
+                if sendParts is not None:
+                    sendParts(parts)
+                else:
+                    out.sendFrame(b"".join(parts))
+                return
+        frame = b"".join(parts)
         for out in self.ports:
             if out is not port:
                 out.sendFrame(frame)

@@ -35,6 +35,7 @@ from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from gvtwisted.wire.checksum import foldEach
 from gvtwisted.wire.tcp import (
     ACK,
     FIN,
@@ -76,6 +77,12 @@ _T_FIN_WAIT_2 = "finWait2"
 
 _TS_OPTION = struct.Struct("!BBBBII")
 _PORTS = struct.Struct("!HH")
+
+# Bursts of full segments whose payload checksums are summed in one call: up to
+# this segment size (above it numpy's per-call cost hardly matters) and this many
+# segments (about what a link takes before it pushes back at MTU 1500).
+_BURST_MSS = 16384
+_BURST_SEGMENTS = 32
 
 # States in which data and FIN may be (re)transmitted.
 _SENDING = frozenset((ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, CLOSING, LAST_ACK))
@@ -246,6 +253,15 @@ class TCPConnection:
             self._localIP, self._remoteIP, self._localPort, self._remotePort
         )
         self._send = send
+        # Optional: a callable that sends a data segment with timestamps as a
+        # prebuilt header plus the payload (L{gvtwisted.stack.frames}), or
+        # returns False to have it built here.
+        self.frameSender = None
+        # Optional: the switch's L{gvtwisted.stack.switch.FrameBatch}; while one
+        # is open, in-order data waits for its end and goes to the protocol in
+        # one dataReceived.
+        self.batch = None
+        self._batched = False
         self.mss = mss
         self.onClose = onClose
         self.onConnectFailed = None
@@ -974,7 +990,30 @@ class TCPConnection:
             self._oooPull()
         if self._finRcvSeq is not None and self._finRcvSeq == self._rcvNxt:
             self._finReceived()
+        batch = self.batch
+        if batch is not None and batch.depth:
+            if not self._batched:
+                self._batched = True
+                batch.atEnd(self._batchEnded)
+            return
         self._drainReceiveQueue()
+
+    def _batchEnded(self):
+        """
+        The link read whose segments brought data is done: deliver it all in
+        one C{dataReceived}, as one read of a socket returns all that arrived.
+        Joining it is also the one copy out of the link's read buffer.
+        """
+        self._batched = False
+        queue = self._rcvQueue
+        if len(queue) > 1:
+            joined = b"".join(queue)
+            queue.clear()
+            queue.append(joined)
+        elif queue and type(queue[0]) is not bytes:
+            queue[0] = bytes(queue[0])
+        if self.state is not CLOSED:
+            self._drainReceiveQueue()
 
     def _accept(self, data):
         """
@@ -983,7 +1022,11 @@ class TCPConnection:
         """
         if self._readClosed or self._lostNotified:
             return
-        data = bytes(data)
+        batch = self.batch
+        if batch is None or not batch.depth:
+            data = bytes(data)
+        # Else a view into the link's read buffer until the batch ends, when it
+        # is joined with the rest of the batch in one copy.
         self._rcvQueue.append(data)
         self._rcvBuffered += len(data)
 
@@ -1089,6 +1132,9 @@ class TCPConnection:
             queue = self._rcvQueue
             while queue and not self._readPaused:
                 data = queue.popleft()
+                if type(data) is not bytes:
+                    # Still a view into a link buffer: a delivery inside a batch.
+                    data = bytes(data)
                 self._rcvBuffered -= len(data)
                 protocol = self.protocol
                 try:
@@ -1151,7 +1197,7 @@ class TCPConnection:
     def _tsNow(self):
         return (int(self.clock.seconds() * 1000) + self._tsOffset) & _MASK
 
-    def _emit(self, flags, seq, payload=b""):
+    def _emit(self, flags, seq, payload=b"", payloadFold=None):
         """
         Send one non-SYN segment; an ACK carries the current window (and, on a
         pure ACK, SACK blocks for what we hold out of order).
@@ -1166,6 +1212,9 @@ class TCPConnection:
             ack = 0
             window = 0
         if self._tsOk:
+            if payload and self.frameSender is not None and self.frameSender(
+                    seq, ack, flags, window, self._tsNow(), self._tsRecent, payload, payloadFold):
+                return
             options = _TS_OPTION.pack(1, 1, 8, 10, self._tsNow(), self._tsRecent)
             if self._ooo and self._sackOk and not payload and flags & ACK:
                 options += self._sackBlocks(3)
@@ -1270,9 +1319,10 @@ class TCPConnection:
             self._lastOutOfWindowAck = now
         self._sendAck()
 
-    def _sendData(self, seq, n, fin):
+    def _sendData(self, seq, n, fin, payloadFold=None):
         """
-        A segment of C{n} bytes from the send buffer at C{seq}, with FIN if asked.
+        A segment of C{n} bytes from the send buffer at C{seq}, with FIN if asked
+        (and the payload's checksum fold, when L{_output} summed a burst).
         """
         off = seq - self._sndUna
         buf = self._sndBuf
@@ -1285,7 +1335,9 @@ class TCPConnection:
             # Time one segment per round trip, never a retransmitted one (Karn).
             self._rttSeq = seq + n + (1 if fin else 0)
             self._rttTime = self.clock.seconds()
-        self._emit(flags, seq, buf[off : off + n] if n else b"")
+        # One copy of the payload, straight out of the buffer (a bytearray
+        # slice would be a copy, and concatenating it with the header another).
+        self._emit(flags, seq, bytes(memoryview(buf)[off : off + n]) if n else b"", payloadFold)
 
     def _output(self):
         """
@@ -1305,6 +1357,17 @@ class TCPConnection:
         cwnd = self._cwnd
         edge = una + (wnd if wnd < cwnd else cwnd)
         sent = False
+        folds = None
+        burst = ((dataEnd if dataEnd < edge else edge) - nxt) // mss
+        if (burst > 1 and mss <= _BURST_MSS and not mss & 3 and self._tsOk
+                and self.frameSender is not None):
+            # The checksums of a burst of small full segments in one numpy call
+            # (numpy's per-call cost is most of a 1448-byte fold). Capped: a
+            # link that fills up stops the burst, and the rest would be wasted.
+            if burst > _BURST_SEGMENTS:
+                burst = _BURST_SEGMENTS
+            off = nxt - una
+            folds = iter(foldEach(memoryview(self._sndBuf)[off : off + burst * mss], mss))
         while nxt < dataEnd and not self._linkPaused:
             n = dataEnd - nxt
             if n > mss:
@@ -1318,7 +1381,7 @@ class TCPConnection:
                     break
                 n = room
             fin = finSeq is not None and nxt + n == finSeq
-            self._sendData(nxt, n, fin)
+            self._sendData(nxt, n, fin, next(folds, None) if folds is not None and n == mss else None)
             nxt += n
             if fin:
                 nxt += 1

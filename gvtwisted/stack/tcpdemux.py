@@ -2,7 +2,8 @@
 The table of virtual TCP connections, and the reactor-like C{listenTCP} and
 C{connectTCP} on virtual addresses.
 
-Segments from the guest are checked (checksum, header) and handed to the
+Segments from the guest are checked (header; the checksum too when the network's
+C{verifyChecksums} is on) and handed to the
 connection of their 4-tuple. A SYN for a new 4-tuple becomes a new
 L{TCPConnection}: to a port the gateway listens on, it is accepted at once; to
 any other address it goes to the NAT, which dials the real destination first and
@@ -25,6 +26,7 @@ from twisted.internet.error import (
 from twisted.internet.interfaces import IConnector, IListeningPort
 from twisted.python.failure import Failure
 
+from gvtwisted.stack.frames import TCPFrameSender
 from gvtwisted.stack.tcp import TCPConnection
 from gvtwisted.wire import ipv4
 from gvtwisted.wire import tcp as wiretcp
@@ -95,7 +97,12 @@ class VirtualConnector:
 class TCPDemux:
     """
     @ivar nat: an object with C{tcpSyn(conn)}, or L{None}.
+    @ivar frameTemplates: whether connections send their data segments as
+        prebuilt headers plus payload (L{TCPFrameSender}); the same bytes as
+        without, so only the tests that compare both turn it off.
     """
+
+    frameTemplates = True
 
     def __init__(self, reactor, network, counters, maxConnections=16384):
         self.reactor = reactor
@@ -107,6 +114,8 @@ class TCPDemux:
         self._conns = {}
         self._listeners = {}
         self._paused = set()
+        # The switch's batch of frames from one link read (absent on test doubles).
+        self._batch = getattr(getattr(network, "switch", None), "batch", None)
         self._nextPort = EPHEMERAL[0] + int.from_bytes(os.urandom(2), "big") % (
             EPHEMERAL[1] - EPHEMERAL[0])
 
@@ -208,7 +217,8 @@ class TCPDemux:
 
     def segmentReceived(self, packet, local):
         payload = packet.payload
-        if not wiretcp.verifyChecksum(packet.src, packet.dst, payload):
+        if self.network.verifyChecksums and not wiretcp.verifyChecksum(
+                packet.src, packet.dst, payload):
             self.counters.complain("tcp.checksum")
             return
         try:
@@ -269,6 +279,9 @@ class TCPDemux:
             onClose=partial(self._closed, key),
             counters=self.counters,
         )
+        if self.frameTemplates:
+            conn.frameSender = TCPFrameSender(self.network, local, remote, localPort, remotePort)
+        conn.batch = self._batch
         self._conns[key] = conn
         self.counters.increment("tcp.connectionsOpened")
         port = self._portOf(remote)

@@ -5,15 +5,18 @@ memoryview, build a segment with its checksum, verify a checksum.
 This is the data path: every segment of every guest connection goes through
 L{parseSegment} and L{buildSegment}, so both use precompiled L{struct.Struct}
 objects, never copy the payload on parsing (a memoryview in gives a memoryview
-payload out) and fold checksums in C with C{int.from_bytes(...) % 0xFFFF}
-(65536 is 1 modulo 0xFFFF, so a big-endian number is congruent to the sum of its
-16-bit words, which is the ones' complement sum up to the 0 / 0xFFFF ambiguity).
+payload out) and fold checksums with L{gvtwisted.wire.checksum.fold} (numpy for
+a long payload, C{int.from_bytes(...) % 0xFFFF} for a short one: 65536 is 1
+modulo 0xFFFF, so a big-endian number is congruent to the sum of its 16-bit
+words, which is the ones' complement sum up to the 0 / 0xFFFF ambiguity).
 
 Sequence and acknowledgement numbers are returned as the raw 32-bit values of the
 wire; the connection unwraps them.
 """
 
 import struct
+
+from gvtwisted.wire.checksum import fold as _fold
 
 FIN = 0x01
 SYN = 0x02
@@ -235,17 +238,6 @@ def parseSegment(data) -> TCPSegment:
     return seg
 
 
-def _fold(data) -> int:
-    """
-    A number congruent, modulo 0xFFFF, to the sum of the 16-bit big-endian words of
-    C{data} (an odd length is padded with a zero byte).
-    """
-    value = int.from_bytes(data, "big")
-    if len(data) & 1:
-        value <<= 8
-    return value % 0xFFFF
-
-
 def pseudoHeaderFold(srcIP: bytes, dstIP: bytes, length: int) -> int:
     """
     The IPv4 pseudo-header of a TCP segment of C{length} bytes, folded like
@@ -293,10 +285,7 @@ def buildSegmentFolded(
     if options:
         total += int.from_bytes(options, "big")
     if payload:
-        value = int.from_bytes(payload, "big")
-        if len(payload) & 1:
-            value <<= 8
-        total += value
+        total += _fold(payload)
     total %= 0xFFFF
     header = _HEADER.pack(
         srcPort,

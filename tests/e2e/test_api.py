@@ -397,13 +397,21 @@ class ForwardTests(APITestsMixin, SynchronousTestCase):
             c.sendall(b"x" * 1000)
             c.shutdown(socket.SHUT_WR)
             readAll(c)
-        code, text = self.api("/stats")
+        code, text = self.api("/gvtap/stats")
         stats = json.loads(text)
         self.assertEqual(stats["counters"]["forward.tcp.connections"], 1)
         self.assertEqual(stats["counters"]["forward.tcp.bytesToGuest"], 1000)
         self.assertEqual(stats["gauges"]["links"], 1)
         code, text = self.api("/metrics")
         self.assertIn("\ngvtap_forward_tcp_connections 1\n", text)
+        # gvproxy's shapes: gVisor's tree, MAC to port number, the lease table.
+        gvisor = json.loads(self.api("/stats")[1])
+        self.assertGreater(gvisor["BytesSent"], 1000)
+        self.assertGreater(gvisor["BytesReceived"], 1000)
+        self.assertEqual(gvisor["TCP"]["ActiveConnectionOpenings"], 1)
+        self.assertEqual(json.loads(self.api("/cam")[1]), {"5a:94:ef:e4:0c:ee": 0})
+        self.assertEqual(json.loads(self.api("/leases")[1]),
+                         {"192.168.127.1": "5a:94:ef:e4:0c:dd", "192.168.127.2": "5a:94:ef:e4:0c:ee"})
 
 
 class DaemonTests(E2EMixin, SynchronousTestCase):

@@ -201,7 +201,7 @@ class PausedGuestTests(E2EMixin, SynchronousTestCase):
         self.assertTrue(daemon.alive())
         grown = _rss(daemon.popen.pid) - rssBefore
         self.assertLess(grown, 12 * 1024 * 1024, f"daemon RSS grew by {grown} bytes")
-        stats = json.loads(run(["curl", "-sS", "--unix-socket", sock, "http://gvtap/stats"]).stdout)
+        stats = json.loads(run(["curl", "-sS", "--unix-socket", sock, "http://gvtap/gvtap/stats"]).stdout)
         self.assertGreater(stats["counters"].get("drop.link.paused", 0), 0)
         os.kill(helperA.popen.pid, signal.SIGCONT)
         ping = waitFor(lambda: "1 received" in first.run("ping", "-c1", "-W", "2", "192.168.127.1",
