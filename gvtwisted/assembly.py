@@ -112,7 +112,7 @@ class Gvtap:
 
         domains = searchDomainsFromResolvConf(resolvConf)
         self.ipv6 = IPv6Gateway(reactor, config, self.switch, self.network.gatewayPort,
-                                self.counters, searchDomains=domains)
+                                self.counters, searchDomains=domains, network=self.network)
         self.dhcpv6 = DHCPv6Server(
             reactor, self.counters, config.gatewayMAC, config.prefix6Bytes,
             self.ipv6.macFor,

@@ -15,7 +15,7 @@ import struct
 import tempfile
 
 import dpkt
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.testing import MemoryReactorClock
@@ -26,12 +26,15 @@ from gvtwisted.config import NetworkConfig
 from gvtwisted.services import dhcpv6 as dhcpv6Server
 from gvtwisted.stack import ipv6gateway
 from gvtwisted.wire import dhcpv6, icmpv6, ipv6
+from tests.checksumpolicy import verifyingVariants
 from tests.test_wire_ipv6 import (
     CAPTURED_DAD, CAPTURED_INFO_REQUEST, CAPTURED_MLD, CAPTURED_RS, CAPTURED_SOLICIT,
     GUEST_LL, GUEST_MAC, GW_LL, GW_MAC, referenceChecksum,
 )
 
-FUZZ = settings(max_examples=200, deadline=None)
+# The checksum-policy twins run the same fuzz tests from a subclass.
+FUZZ = settings(max_examples=200, deadline=None,
+                suppress_health_check=[HealthCheck.differing_executors])
 
 OTHER_MAC = bytes.fromhex("5a94efe40caa")
 OTHER_LL = ipv6.linkLocalFromMAC(OTHER_MAC)
@@ -926,3 +929,6 @@ class DNSOverIPv6Tests(GatewayTestCase):
         answer.fromStr(bytes(reply.packet.payload[8:]))
         self.assertEqual(answer.id, 77)
         self.assertEqual([a.payload.dottedQuad() for a in answer.answers], ["192.168.127.1"])
+
+
+verifyingVariants(globals())

@@ -228,6 +228,17 @@ class UDPTests(NAT66Case):
         self.assertEqual(self.udp.flowCount(), 0)
         self.assertEqual(self.counters.get("drop.nat66.udp.checksum"), 1)
 
+    def test_checksumPolicy(self):
+        """
+        With the network's policy off (the default: a local link cannot
+        corrupt a frame), a datagram's checksum is not looked at.
+        """
+        self.gateway._network = type("Network", (), {"verifyChecksums": False})()
+        datagram = struct.pack("!HHHH", 4000, 53, 9, 0x1234) + b"x"
+        self.send(HOST6, 17, datagram)
+        self.assertEqual(self.udp.flowCount(), 1)
+        self.assertEqual(self.counters.get("drop.nat66.udp.checksum"), 0)
+
     def test_hopLimit(self):
         """
         A packet with hop limit 1 gets time exceeded from the gateway.

@@ -16,6 +16,7 @@ from gvtwisted.assembly import Gvtap
 from gvtwisted.config import NetworkConfig
 from gvtwisted.stack.tcp import TCPConnection
 from gvtwisted.wire import ipv6
+from tests.checksumpolicy import verifyingVariants
 
 CONFIG = NetworkConfig()
 GW_MAC = CONFIG.gatewayMAC
@@ -121,8 +122,10 @@ class LocalTests(TCPCase, SynchronousTestCase):
 
     def test_badChecksum(self):
         """
-        A segment with a wrong checksum is dropped and counted.
+        With C{--verify-checksums}, a segment with a wrong checksum is
+        dropped and counted.
         """
+        self.gvtap.network.verifyChecksums = True
         frame = bytearray(segment(GW6, 53, dpkt.tcp.TH_SYN))
         frame[54 + 16] ^= 0xFF
         self.send(bytes(frame))
@@ -225,3 +228,6 @@ class NATTests(TCPCase, TestCase):
         [(_, seg)] = self.segments()
         self.assertEqual(seg.flags & dpkt.tcp.TH_RST, dpkt.tcp.TH_RST)
         self.assertEqual(self.gvtap.counters.get("drop.nat66.tcp.inSubnet"), 1)
+
+
+verifyingVariants(globals())

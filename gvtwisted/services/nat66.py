@@ -124,7 +124,8 @@ class NAT66:
                 self.counters.complain("nat66." + str(e))
                 return
             datagram = packet.payload[:8 + len(data)]
-            if not ipv6.upperChecksumOK(packet.src, packet.dst, ipv6.PROTO_UDP, datagram):
+            if self.gateway.verifyChecksums and not ipv6.upperChecksumOK(
+                    packet.src, packet.dst, ipv6.PROTO_UDP, datagram):
                 self.counters.complain("nat66.udp.checksum")
                 return
             self.udp.udpReceived(packet, srcPort, dstPort, data)

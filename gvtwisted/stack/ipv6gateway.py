@@ -103,7 +103,13 @@ class IPv6Gateway:
 
     log = Logger()
 
-    def __init__(self, reactor, config, switch, port, counters, searchDomains=()):
+    def __init__(self, reactor, config, switch, port, counters, searchDomains=(), network=None):
+        """
+        @param network: the L{gvtwisted.stack.network.VirtualNetwork} whose
+            checksum policy (C{verifyChecksums}) the data path follows; without
+            one, every checksum is verified.
+        """
+        self._network = network
         self.reactor = reactor
         self.config = config
         self.switch = switch
@@ -132,6 +138,17 @@ class IPv6Gateway:
         self.reassembler = Reassembler6(reactor, counters)
         self._advertiser = LoopingCall(self.advertise)
         self._advertiser.clock = reactor
+
+    @property
+    def verifyChecksums(self) -> bool:
+        """
+        Whether the TCP and UDP checksums of what guests send through NAT66 are
+        verified: the IPv4 network's policy (C{--verify-checksums}; a local
+        socket link cannot corrupt a frame). What comes to the gateway itself
+        (NDP, DHCPv6, DNS, echo) is always verified: it is little, and it is
+        the control plane.
+        """
+        return self._network.verifyChecksums if self._network is not None else True
 
     # -- lifecycle --------------------------------------------------------
 

@@ -67,7 +67,8 @@ class TCP6Demux(TCPDemux):
         NAT.
         """
         payload = packet.payload
-        if not wiretcp.verifyChecksum(packet.src, packet.dst, payload):
+        if self.network.verifyChecksums and not wiretcp.verifyChecksum(
+                packet.src, packet.dst, payload):
             self.counters.complain("tcp6.checksum")
             return
         try:
