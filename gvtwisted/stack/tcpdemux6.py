@@ -125,6 +125,9 @@ class TCP6Demux(TCPDemux):
             onClose=partial(self._closed, key),
             counters=self.counters,
         )
+        # Deliveries batched per link read, as over IPv4 (the IPv4 frame
+        # templates are not for this family: sendIPv6 frames each segment).
+        conn.batch = self._batch
         self._conns[key] = conn
         self.counters.increment("tcp6.connectionsOpened")
         port = self._portOf(remote)
