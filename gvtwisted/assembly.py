@@ -8,6 +8,7 @@ C{twistd gvtap} runs, with a C{Clock} or a real reactor.
 import socket
 
 from gvtwisted.config import NetworkConfig
+from gvtwisted.limits import DescriptorBudget
 from gvtwisted.services.dhcp import DHCPConfig, DHCPServer, searchDomainsFromResolvConf
 from gvtwisted.stack.counters import Counters
 from gvtwisted.stack.network import VirtualNetwork
@@ -33,14 +34,17 @@ class Gvtap:
     """
 
     def __init__(self, reactor, config: NetworkConfig, pcap=None,
-                 resolvConf="/etc/resolv.conf", dns=True, maxMACs=4096,
+                 resolvConf="/etc/resolv.conf", dns=True, maxMACsPerLink=64,
                  hostLoopback=True, ec2MetadataAccess=False, maxConnections=16384,
-                 dnsUpstreams=None, dnsHosts=None, guestAPI=True, verifyChecksums=None):
+                 dnsUpstreams=None, dnsHosts=None, guestAPI=True, linkGrace=60.0,
+                 maxLeasesPerLink=16, descriptorReserve=64,
+                 verifyChecksums=None):
         self.reactor = reactor
         self.config = config
         self.counters = Counters(reactor)
         self.pcap = pcap
-        self.switch = Switch(reactor, self.counters, maxEntries=maxMACs, tap=pcap)
+        self.switch = Switch(reactor, self.counters, maxMACsPerLink=maxMACsPerLink, tap=pcap,
+                             linkGrace=linkGrace)
         self.network = VirtualNetwork(reactor, config, self.switch, self.counters)
         if verifyChecksums is not None:
             self.network.verifyChecksums = verifyChecksums
@@ -56,9 +60,11 @@ class Gvtap:
                     socket.inet_ntoa(ip) for ip in config.virtualIPs},
                 searchDomains=(searchDomainsFromResolvConf(resolvConf)
                                if config.searchDomains is None else config.searchDomains),
+                maxLeasesPerLink=maxLeasesPerLink,
             ),
             reactor,
             self.counters,
+            linkOf=self._linkOfMAC,
         )
         self.network.listenUDP(67, self.dhcp)
         self.network.leaseOwner = self._leaseOwner
@@ -72,6 +78,10 @@ class Gvtap:
                          ec2MetadataAccess=ec2MetadataAccess),
         )
         self.tcp.nat = self.nat
+        # The NAT leaves the last descriptors to the API and new guest links.
+        self.descriptors = DescriptorBudget(reactor, reserve=descriptorReserve)
+        for part in (self.nat.tcp, self.nat.udp, self.nat.icmp):
+            part.descriptors = self.descriptors
         self.network.nat = self.nat
         self.dns = None
         if dns:
@@ -143,6 +153,9 @@ class Gvtap:
                            udp=UDP66NAT(reactor, self.ipv6, hostLoopback=hostLoopback),
                            icmp=ICMP66NAT(reactor, self.ipv6, hostLoopback=hostLoopback),
                            tcp=self.tcp6)
+        for part in (self.tcp6.nat, self.nat66.udp, self.nat66.icmp):
+            # The same reserve of descriptors as the IPv4 NAT's.
+            part.descriptors = self.descriptors
         if self.dns is not None:
             self.tcp6.listenTCP(53, self.dns.tcpFactory, interface=str(config.gatewayIP6))
         self.ipv6.nat = self.nat66
@@ -168,6 +181,13 @@ class Gvtap:
 
     def _leaseOwner(self, ip):
         return self.dhcp.macFor(ip)
+
+    def _linkOfMAC(self, mac):
+        try:
+            raw = bytes.fromhex(mac.replace(":", ""))
+        except ValueError:
+            return None
+        return self.switch.interfaceOf(raw)
 
 
 def _zones6(config, hostLoopback):

@@ -85,6 +85,12 @@ class Options(usage.Options):
         ["pid-file", None, None, "Write the pid here at start (no newline) and remove it at exit, "
                                  "like gvproxy -pid-file."],
         ["log-file", None, None, "Also log to this file (created afresh), like gvproxy -log-file."],
+        ["link-grace", None, 60.0, "Seconds a dropped guest link keeps its connections and flows "
+                                   "for the guest to come back with the same MAC.", float],
+        ["max-macs-per-link", None, 64, "Cap on MAC addresses learnt on one guest link (a link "
+                                        "past it evicts its own oldest).", int],
+        ["max-leases-per-link", None, 16, "Cap on live DHCP pool leases held by the clients "
+                                          "behind one guest link.", int],
     ]
     optFlags = [
         ["debug", None, "Log every dropped frame and bad input (normally at most one line per reason every 10 s)."],
@@ -267,6 +273,12 @@ class Options(usage.Options):
             self["services"] = [serverEndpointString(e) for e in self["services"]]
             if self["ssh-port"] != -1 and not 1 <= self["ssh-port"] <= 65535:
                 raise ConfigError(f"--ssh-port {self['ssh-port']} is not -1 or in 1..65535")
+            if self["link-grace"] < 0:
+                raise ConfigError(f"--link-grace {self['link-grace']} is negative")
+            if self["max-macs-per-link"] < 1:
+                raise ConfigError(f"--max-macs-per-link {self['max-macs-per-link']} is below 1")
+            if self["max-leases-per-link"] < 1:
+                raise ConfigError(f"--max-leases-per-link {self['max-leases-per-link']} is below 1")
             self["config"] = NetworkConfig(
                 subnet=self["subnet"], gatewayIP=self["gateway-ip"],
                 hostIP=self["host-ip"], deviceIP=self["device-ip"],
@@ -413,6 +425,9 @@ def makeService(options, reactor=None):
         from twisted.internet import reactor
     from gvtwisted.assembly import Gvtap
     from gvtwisted.link.pcap import PcapWriter
+    from gvtwisted.limits import raiseFileLimit
+
+    raiseFileLimit()
 
     top = GvtapService(getattr(options, "parent", None))
     from gvtwisted.dropin.runfiles import addFileServices
@@ -427,6 +442,8 @@ def makeService(options, reactor=None):
                   ec2MetadataAccess=options["ec2-metadata-access"],
                   maxConnections=options["max-connections"],
                   dnsUpstreams=options["dns-upstream"], dnsHosts=options["dns-hosts"],
+                  linkGrace=options["link-grace"], maxMACsPerLink=options["max-macs-per-link"],
+                  maxLeasesPerLink=options["max-leases-per-link"],
                   verifyChecksums=bool(options["verify-checksums"]))
     top.gvtap = gvtap
     notifier = None

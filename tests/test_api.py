@@ -289,6 +289,19 @@ class ForwarderRouteTests(APITestMixin, SynchronousTestCase):
         self.assertEqual(r.code, 400)
         self.assertTrue(r.body.startswith(b"remote: "))
 
+    def test_remoteOutsideSubnet(self):
+        """
+        A remote that is not a guest address (outside the subnet, or the
+        gateway's, the host's or the broadcast address) is refused with 400
+        naming C{remote}, and nothing is forwarded.
+        """
+        for remote in ("10.0.0.5:80", "192.168.127.1:80", "192.168.127.254:80",
+                       "192.168.127.255:80", "192.168.127.0:80"):
+            r = self.expose({"local": "127.0.0.1:0", "remote": remote})
+            self.assertEqual(r.code, 400, remote)
+            self.assertTrue(r.body.startswith(b"remote: "), r.body)
+        self.assertEqual(self.gvtap.forwarder.all(), [])
+
     def test_guestSite(self):
         """
         The guest API serves the three forwarder routes and nothing else.
@@ -944,6 +957,17 @@ class TapTests(SynchronousTestCase):
         self.assertEqual(top.gvtap.forwarder.all(), [
             {"local": "127.0.0.1:2222", "remote": "192.168.127.2:22", "protocol": "tcp"},
             {"local": "127.0.0.1:8080", "remote": "192.168.127.2:80", "protocol": "tcp"}])
+
+    def test_linkOptionsReachSwitch(self):
+        """
+        C{--link-grace} and C{--max-macs-per-link} reach the switch.
+        """
+        from tests.test_forwarder import ForwardReactor
+
+        top = self.makeService(ForwardReactor(), "--ssh-port", "-1", "--link-grace", "7.5",
+                               "--max-macs-per-link", "3", "--max-leases-per-link", "2")
+        self.assertEqual((top.gvtap.switch.linkGrace, top.gvtap.switch.maxMACsPerLink), (7.5, 3))
+        self.assertEqual(top.gvtap.dhcp.config.maxLeasesPerLink, 2)
 
     def test_sshPortDisabled(self):
         """

@@ -161,6 +161,7 @@ class OptionsTests(SynchronousTestCase):
                          ("192.168.127.1", "192.168.127.2", "192.168.127.254", 1500))
         self.assertEqual(options["listen"], ["unix:/tmp/gv.sock:mode=600:lockfile=0"])
         self.assertEqual(options["listen-qemu"], [])
+        self.assertEqual((options["link-grace"], options["max-macs-per-link"]), (60.0, 64))
 
     def test_subnet(self):
         """
@@ -216,6 +217,9 @@ class OptionsTests(SynchronousTestCase):
             (("--device-mac", "5a:94:ef:e4:0c:zz"), "--device-mac"),
             (("--vsock-port", "abc"), "--vsock-port"),
             (("--listen", "http://127.0.0.1:80"), "scheme"),
+            (("--link-grace", "-1"), "--link-grace"),
+            (("--max-macs-per-link", "0"), "--max-macs-per-link"),
+            (("--max-leases-per-link", "0"), "--max-leases-per-link"),
         ]
         for args, fragment in cases:
             message = self.assertExits(*(listen + args))

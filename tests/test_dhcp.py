@@ -773,6 +773,76 @@ class LifecycleTests(ServerMixin, SynchronousTestCase):
         self.assertEqual(self.counters.get("drop.dhcp.tableFull"), 40)
 
 
+class PerLinkTests(ServerMixin, SynchronousTestCase):
+    """
+    One guest link holds at most C{maxLeasesPerLink} live pool leases, so a
+    flood of DISCOVERs or whole DORAs from one link cannot take the pool.
+    """
+
+    def setUp(self):
+        self.links = {}
+        self.clock = Clock()
+        self.counters = Counters(self.clock)
+        self.server = DHCPServer(makeConfig(maxLeasesPerLink=4), self.clock, self.counters,
+                                 linkOf=lambda mac: self.links.get(mac, "flooder"))
+        self.transport = FakeDatagramTransport()
+        self.server.makeConnection(self.transport)
+
+    def flood(self, count, dora):
+        offers = 0
+        for i in range(count):
+            mac = "02:00:00:%02x:%02x:%02x" % (i >> 16 & 255, i >> 8 & 255, i & 255)
+            reply = self.send(DISCOVER, mac=mac, xid=i)
+            if reply is None:
+                continue
+            offers += 1
+            if dora:
+                self.send(REQUEST, mac=mac, xid=i, requested=reply.yiaddr, serverID=GATEWAY)
+        return offers
+
+    def test_discoverFlood(self):
+        """
+        300 DISCOVERs from one link get 4 offers; the rest are refused and
+        counted; a client on another link still gets an offer at once.
+        """
+        self.assertEqual(self.flood(300, dora=False), 4)
+        self.assertEqual(self.counters.get("drop.dhcp.linkLeasesFull"), 296)
+        self.links[THIRD_MAC] = "newcomer"
+        self.assertIsNotNone(self.send(DISCOVER, mac=THIRD_MAC))
+
+    def test_offersFreeAfterHold(self):
+        """
+        Offers hold their addresses for a few seconds only: then the flooding
+        link may be offered again.
+        """
+        self.flood(10, dora=False)
+        self.clock.advance(self.server.offerHoldTime)
+        self.assertIsNotNone(self.send(DISCOVER, mac="02:00:00:99:99:99"))
+
+    def test_doraFlood(self):
+        """
+        300 full DORAs from one link bind 4 leases, not the pool; a new guest
+        on another link is leased at once.
+        """
+        self.flood(300, dora=True)
+        self.assertEqual(len(self.server.leases()), 4)
+        self.links[THIRD_MAC] = "newcomer"
+        offer = self.send(DISCOVER, mac=THIRD_MAC)
+        ack = self.send(REQUEST, mac=THIRD_MAC, requested=offer.yiaddr, serverID=GATEWAY)
+        self.assertEqual(ack.type, ACK)
+
+    def test_renewNotCounted(self):
+        """
+        A client at the cap renews and re-discovers its own lease freely.
+        """
+        self.flood(4, dora=True)
+        mac = "02:00:00:00:00:00"
+        address = self.server._byMac[mac]
+        ack = self.send(REQUEST, mac=mac, ciaddr=ipStr(address))
+        self.assertEqual(ack.type, ACK)
+        self.assertEqual(self.send(DISCOVER, mac=mac).yiaddr, ipStr(address))
+
+
 class MalformedTests(ServerMixin, SynchronousTestCase):
     """
     Bad input is dropped and counted, with no reply and no exception.

@@ -1849,6 +1849,47 @@ class ForwardingTests(_LoopbackMixin, unittest.TestCase):
         self.assertEqual(m.rCode, dns.ESERVER)
         self.assertEqual(silent.received, 2)
 
+    def closedUDPPort(self):
+        """
+        A loopback UDP port nothing listens on (answers port unreachable).
+        """
+        probe = reactor.listenUDP(0, SilentUpstream(), interface="127.0.0.1")
+        number = probe.getHost().port
+        probe.stopListening()
+        return number
+
+    @defer.inlineCallbacks
+    def test_portUnreachableFailsOverAtOnce(self):
+        """
+        An upstream that answers ICMP port unreachable is failed over at once,
+        long before the timeout, and not asked again in the next round.
+        """
+        upstream, upstreamPort = self.startUpstream()
+        svc, port = self.startService(
+            upstreams=[("127.0.0.1", self.closedUDPPort()), ("127.0.0.1", upstreamPort)],
+            timeout=5.0,
+        )
+        started = reactor.seconds()
+        m = yield self.query(port, "a.example.test")
+        self.assertLess(reactor.seconds() - started, 2.0)
+        self.assertEqual(m.answers[0].payload.dottedQuad(), "192.0.2.10")
+        self.assertEqual(svc.counters.get("dns.upstream.unreachable"), 1)
+        self.assertEqual(svc.counters.get("dns.upstream.timeouts"), 0)
+
+    @defer.inlineCallbacks
+    def test_onlyUnreachableServfailsAtOnce(self):
+        """
+        With only an unreachable upstream (an empty resolv.conf's fallback to
+        127.0.0.1:53 where nothing listens) the client gets SERVFAIL at once,
+        not after every round timed out.
+        """
+        svc, port = self.startService(upstreams=[("127.0.0.1", self.closedUDPPort())],
+                                      timeout=5.0, rounds=2)
+        started = reactor.seconds()
+        m = yield self.query(port, "a.example.test")
+        self.assertLess(reactor.seconds() - started, 2.0)
+        self.assertEqual(m.rCode, dns.ESERVER)
+
     @defer.inlineCallbacks
     def test_refusedThenNextUpstream(self):
         """

@@ -188,15 +188,25 @@ class SenderTests(NetworkTestCase):
         sender(1, 2, ACK, 3, 4, 5, b"two")
         self.assertEqual([parts[0][:6] for parts in self.guest.parts], [GUEST_MAC, MOVED_MAC])
 
-    def test_flood(self):
+    def test_unknownDropped(self):
         """
-        A frame in pieces to a MAC the switch does not know is flooded joined
-        to every other port.
+        A frame in pieces to a MAC no live link holds is dropped and counted,
+        not flooded (issue 9: no guest sees another's traffic).
         """
         other = PartsPort()
         self.switch.attach(other)
         self.network.sendFrameParts((b"\x5a\x94\xef\xe4\x0c\x77" + GW_MAC + b"\x08\x00", b"data"))
-        self.assertEqual(self.guest.frames, [b"\x5a\x94\xef\xe4\x0c\x77" + GW_MAC + b"\x08\x00data"])
+        self.assertEqual(self.guest.frames + other.frames, [])
+        self.assertEqual(self.counters.get("drop.switch.unknownDestination"), 1)
+
+    def test_broadcastFloods(self):
+        """
+        A broadcast frame in pieces is flooded joined to every other port.
+        """
+        other = PartsPort()
+        self.switch.attach(other)
+        self.network.sendFrameParts((b"\xff" * 6 + GW_MAC + b"\x08\x00", b"data"))
+        self.assertEqual(self.guest.frames, [b"\xff" * 6 + GW_MAC + b"\x08\x00data"])
         self.assertEqual(other.frames, self.guest.frames)
         self.assertEqual(self.guest.parts + other.parts, [])
 

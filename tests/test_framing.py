@@ -252,3 +252,98 @@ class FramedLinkProtocolTests(SynchronousTestCase):
             p.dataReceived(chunk)
         for f in frames:
             self.assertTrue(0 < len(f) <= MAX_FRAME)
+
+
+class BatchTests(SynchronousTestCase):
+    """
+    With C{maxBatch} a link handles at most that many frames per reactor
+    turn; the rest of a read waits, and the transport stops reading.
+    """
+
+    def setUp(self):
+        from twisted.internet.task import Clock
+
+        self.clock = Clock()
+        self.protocol = Recorder(LE16, clock=self.clock)
+        self.protocol.maxBatch = 10
+        self.protocol.maxBatchTime = 60.0
+        self.transport = StringTransport()
+        self.protocol.makeConnection(self.transport)
+
+    def oneTurn(self):
+        """
+        What one turn of a real reactor does with timed calls: run those
+        that were due when it began (a call scheduled by one of them waits
+        for the next turn, after the reactor polled for I/O), unlike
+        C{Clock.advance}, which runs them all.
+        """
+        due = list(self.clock.getDelayedCalls())
+        for call in due:
+            self.clock.calls.remove(call)
+            call.called = 1
+            call.func(*call.args, **call.kw)
+
+    def test_batches(self):
+        """
+        25 frames in one read: 10 now, 10 next turn, 5 the turn after, and
+        reading resumes only then; order is kept.
+        """
+        frames = [FRAME_A[:-1] + bytes([i]) for i in range(25)]
+        self.protocol.dataReceived(b"".join(encodeFrame(LE16, f) for f in frames))
+        self.assertEqual(len(self.protocol.frames), 10)
+        self.assertEqual(self.transport.producerState, "paused")
+        self.oneTurn()
+        self.assertEqual(len(self.protocol.frames), 20)
+        self.assertEqual(self.transport.producerState, "paused")
+        self.oneTurn()
+        self.assertEqual(self.protocol.frames, frames)
+        self.assertEqual(self.transport.producerState, "producing")
+
+    def test_readDuringBacklogQueues(self):
+        """
+        Data that arrives while a backlog waits joins its end.
+        """
+        self.protocol.dataReceived(encodeFrame(LE16, FRAME_A) * 15)
+        self.protocol.dataReceived(encodeFrame(LE16, FRAME_B))
+        self.assertEqual(len(self.protocol.frames), 10)
+        self.clock.advance(0)
+        self.assertEqual(self.protocol.frames, [FRAME_A] * 15 + [FRAME_B])
+
+    def test_smallReadsUntouched(self):
+        """
+        A read that fits one batch is handled at once, and the transport
+        never paused.
+        """
+        self.protocol.dataReceived(encodeFrame(LE16, FRAME_A) * 10)
+        self.assertEqual(len(self.protocol.frames), 10)
+        self.assertEqual(self.transport.producerState, "producing")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_timeBudget(self):
+        """
+        Frames that take long stop the batch early: past C{maxBatchTime} the
+        rest waits for the next turn.
+        """
+        import time
+
+        self.protocol.maxBatchTime = 0.001
+        self.protocol.cheapBatch = 1
+        self.protocol.frameReceived = lambda frame: (self.protocol.frames.append(frame),
+                                                     time.sleep(0.002))
+        self.protocol.dataReceived(encodeFrame(LE16, FRAME_A) * 12)
+        self.assertEqual(len(self.protocol.frames), 1)
+        self.assertEqual(self.transport.producerState, "paused")
+        for _ in range(11):
+            self.oneTurn()
+        self.assertEqual(len(self.protocol.frames), 12)
+        self.assertEqual(self.transport.producerState, "producing")
+
+    def test_lostDropsBacklog(self):
+        """
+        A link that goes away drops what still waited, and schedules nothing.
+        """
+        self.protocol.dataReceived(encodeFrame(LE16, FRAME_A) * 30)
+        self.protocol.connectionLost(None)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.clock.advance(0)
+        self.assertEqual(len(self.protocol.frames), 10)

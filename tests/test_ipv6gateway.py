@@ -623,6 +623,8 @@ class EchoAndTransportTests(GatewayTestCase):
         """
         An echo bigger than the MTU is answered in fragments within it.
         """
+        self.send(CAPTURED_RS)  # the switch learns the guest's MAC
+        self.received()
         self.gateway.neighbours[GUEST_SLAAC] = [GUEST_MAC, 0]
         self.gateway.sendIPv6(GW6, GUEST_SLAAC, 58, icmpv6.echo(GW6, GUEST_SLAAC, 1, 1, b"y" * 3000, True))
         frames = self.received()
@@ -630,6 +632,32 @@ class EchoAndTransportTests(GatewayTestCase):
         for f in frames:
             self.assertLessEqual(len(f.frame) - 14, 1500)
             self.assertTrue(f.packet.isFragment)
+
+
+class LinkLifecycleTests(GatewayTestCase):
+    """
+    A guest link gone past its grace period takes its IPv6 state with it.
+    """
+
+    def test_linkExpired(self):
+        """
+        Its IPv6 neighbours are forgotten and its IPv6 TCP connections
+        (here one to the gateway's DNS) are aborted, as its IPv4 ones are.
+        """
+        self.send(CAPTURED_RS)
+        syn = dpkt.tcp.TCP(sport=40000, dport=53, seq=1, flags=dpkt.tcp.TH_SYN, win=65535)
+        packet = dpkt.ip6.IP6(src=GUEST_SLAAC, dst=GW6, nxt=6, hlim=64, data=syn)
+        packet.plen = len(bytes(syn))
+        self.send(bytes(dpkt.ethernet.Ethernet(dst=GW_MAC, src=GUEST_MAC, type=0x86DD,
+                                               data=bytes(packet))))
+        self.assertEqual(self.gvtap.tcp6.connectionCount(), 1)
+        self.assertEqual(self.gateway.macFor(GUEST_SLAAC), GUEST_MAC)
+        self.assertIsNotNone(self.gateway.linkFor(GUEST_SLAAC))
+        self.gvtap.switch.detach(self.guest)
+        self.clock.advance(self.gvtap.switch.linkGrace + 1)
+        self.assertEqual(self.gvtap.tcp6.connectionCount(), 0)
+        self.assertIsNone(self.gateway.macFor(GUEST_SLAAC))
+        self.assertIsNone(self.gateway.macFor(GUEST_LL))
 
 
 class NoIPv6Tests(GatewayTestCase):

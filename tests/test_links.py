@@ -467,24 +467,17 @@ class SwitchPortTests(SynchronousTestCase):
 
     def test_networkTold(self):
         """
-        A link made by L{LinkFactory} tells the network's TCP side when it
-        pauses and resumes.
+        A link made by L{LinkFactory} pauses and resumes its interface in the
+        network (which the TCP connections behind it look at).
         """
         network = VirtualNetwork(self.clock, NetworkConfig(), self.switch, self.counters)
-        calls = []
-
-        class TCP:
-            def linkPaused(self, port):
-                calls.append(("paused", port))
-
-            def linkResumed(self, port):
-                calls.append(("resumed", port))
-
-        network.tcp = TCP()
         port = LinkFactory(network, self.counters).makePort("peer")
+        port.attach(RecordingProtocol())
+        iface = self.switch.interfaceFor(port)
         port.pauseProducing()
+        self.assertTrue(iface.paused)
         port.resumeProducing()
-        self.assertEqual(calls, [("paused", port), ("resumed", port)])
+        self.assertFalse(iface.paused)
 
 
 class EndpointTests(SynchronousTestCase):

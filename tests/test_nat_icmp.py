@@ -325,6 +325,8 @@ class Network:
         self.errors.append([icmpType, code])
     def sendUDP(self, *args):
         pass
+    def linkFor(self, ip):
+        return None
 
 network = Network()
 nat = ICMPNAT(reactor, network, mode=sys.argv[1])

@@ -331,6 +331,37 @@ class DialTests(NATTestCase):
         self.dialFails(error.NoRouteError(errno.ENETUNREACH, "Network is unreachable"))
         self.assertUnreachable(icmp.NET_UNREACHABLE)
 
+    def test_outOfDescriptorsResets(self):
+        """
+        A dial that fails for want of descriptors (EMFILE, ENFILE) answers
+        the guest with RST, not host unreachable, and is counted.
+        """
+        for i, err in enumerate((errno.EMFILE, errno.ENFILE)):
+            self.syn(srcPort=GUEST_PORT + i)
+            self.dialFails(error.ConnectError(osError=err, string=os.strerror(err)), i)
+            [(_, seg)] = self.taken()
+            self.assertEqual(seg.flags, RST | ACK)
+        self.assertEqual(self.counters.get("drop.nat.tcp.noDescriptors"), 2)
+        self.assertEqual(self.counters.get("nat.tcp.unreachable"), 0)
+
+    def test_descriptorReserveResets(self):
+        """
+        With no room left above the reserve of descriptors, a SYN is answered
+        with RST at once and not dialled: the last descriptors are the API's
+        and new links'.
+        """
+
+        class Full:
+            def room(self):
+                return 0
+
+        self.nat.descriptors = Full()
+        self.syn()
+        [(_, seg)] = self.taken()
+        self.assertEqual(seg.flags, RST | ACK)
+        self.assertEqual(self.reactor.tcpClients, [])
+        self.assertEqual(self.counters.get("drop.nat.tcp.noDescriptors"), 1)
+
     def test_dialTimeout(self):
         """
         A dial that times out becomes ICMP host unreachable.
@@ -471,19 +502,49 @@ class DialCapTests(NATTestCase):
         NATTestCase.setUp(self)
         self.nat.maxDials = 2
 
-    def test_capRefuses(self):
+    def test_capDrops(self):
         """
-        With two dials in flight a third SYN is refused with RST and counted;
-        it is not dialled.
+        With two dials in flight a third SYN is dropped (no RST: the guest
+        retransmits it) and counted; it is not dialled, and leaves no
+        connection behind.
         """
         self.syn(srcPort=40000)
         self.syn(srcPort=40001)
         self.syn(srcPort=40002)
         self.assertEqual(len(self.reactor.tcpClients), 2)
-        [(_, seg)] = self.taken()
-        self.assertEqual((seg.flags, seg.dstPort, seg.ack), (RST | ACK, 40002, ISN + 1))
+        self.assertEqual(self.taken(), [])
         self.assertEqual(self.counters.get("drop.nat.tcp.tooManyDials"), 1)
         self.assertEqual(self.nat.dialing, 2)
+        self.assertEqual(self.gvtap.tcp.connectionCount(), 2)
+
+    def test_retransmittedSynDialledOnceRoom(self):
+        """
+        The guest's retransmission of a dropped SYN is dialled once a slot
+        is free.
+        """
+        self.syn(srcPort=40000)
+        self.syn(srcPort=40001)
+        self.syn(srcPort=40002)
+        self.dialSucceeds(0)
+        self.taken()
+        self.syn(srcPort=40002)
+        self.assertEqual(len(self.reactor.tcpClients), 3)
+
+    def test_capPerLink(self):
+        """
+        One link's dials are capped on their own: past C{maxDialsPerLink} its
+        SYNs are dropped while the global cap has room.
+        """
+        self.nat.maxDials = 10
+        self.nat.maxDialsPerLink = 1
+        self.syn(srcPort=40000)
+        self.syn(srcPort=40001)
+        self.assertEqual(len(self.reactor.tcpClients), 1)
+        self.assertEqual(self.counters.get("drop.nat.tcp.tooManyDials"), 1)
+        link = self.gvtap.network.linkFor(GUEST_IP)
+        self.assertEqual(link.dialing, 1)
+        self.dialFails(error.ConnectionRefusedError(), 0)
+        self.assertEqual(link.dialing, 0)
 
     def test_roomAfterDialEnds(self):
         """

@@ -76,6 +76,12 @@ class FakeNetwork:
         self.icmpErrors.append(call)
         self._fire(call)
 
+    def linkFor(self, ip):
+        """
+        No guest link is known: flows belong to none.
+        """
+        return None
+
 
 def udpPacket(src, dst, srcPort, dstPort, data):
     """
@@ -205,6 +211,21 @@ class RealSocketTests(TestCase):
         self.assertEqual(counters.get("nat.udp.flowsOpened"), 1)
         self.assertEqual(counters.get("nat.udp.datagramsOut"), 1)
         self.assertEqual(counters.get("nat.udp.datagramsIn"), 1)
+
+    def test_descriptorReserve(self):
+        """
+        With no descriptor left above the reserve, a new flow opens no host
+        socket: the datagram is dropped and counted.
+        """
+
+        class Full:
+            def room(self):
+                return 0
+
+        self.nat.descriptors = Full()
+        self.nat.udpReceived(*udpPacket(GUEST, HOST, 40000, self.port, b"hello"))
+        self.assertEqual(self.nat.flowCount(), 0)
+        self.assertEqual(self.network.counters.get("drop.nat.udp.noDescriptors"), 1)
 
     @defer.inlineCallbacks
     def test_flowPerQuadruple(self):

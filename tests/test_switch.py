@@ -70,9 +70,21 @@ class SwitchTests(SynchronousTestCase):
         self.assertEqual(self.tapped, [reply])
         self.assertEqual(self.switch.portFor(GW), self.gw)
 
-    def test_forwardUnknownFloods(self):
+    def test_forwardUnknownDropped(self):
         """
-        A gateway frame for an unknown or aged-out MAC floods every other port.
+        A gateway frame for a MAC no link holds is dropped and counted, never
+        flooded: no other guest may see it.
+        """
+        f = frame(MAC_A, GW)
+        self.switch.forward(self.gw, f)
+        self.assertEqual((self.a.frames, self.b.frames, self.c.frames, self.gw.frames),
+                         ([], [], [], []))
+        self.assertEqual(self.counters.get("drop.switch.unknownDestination"), 1)
+
+    def test_forwardAgedGoesToItsLink(self):
+        """
+        A gateway frame for a MAC not seen for longer than C{ageing} still goes
+        to the live link that holds it, and only there.
         """
         self.switch.receiveFrame(self.a, frame(BCAST, MAC_A))
         self.clock.advance(self.switch.ageing + 1)
@@ -81,7 +93,21 @@ class SwitchTests(SynchronousTestCase):
         f = frame(MAC_A, GW)
         self.switch.forward(self.gw, f)
         self.assertEqual((self.a.frames, self.b.frames, self.c.frames, self.gw.frames),
-                         ([f], [f], [f], []))
+                         ([f], [], [], []))
+
+    def test_forwardToDownLinkDropped(self):
+        """
+        A gateway frame for a MAC whose link is down (within its grace
+        period) is dropped and counted, not flooded to the other links.
+        """
+        self.switch.receiveFrame(self.a, frame(BCAST, MAC_A))
+        self.switch.detach(self.a)
+        for port in (self.a, self.b, self.c, self.gw):
+            del port.frames[:]
+        self.switch.forward(self.gw, frame(MAC_A, GW))
+        self.assertEqual((self.a.frames, self.b.frames, self.c.frames, self.gw.frames),
+                         ([], [], [], []))
+        self.assertEqual(self.counters.get("drop.switch.linkDown"), 1)
 
     def test_unknownUnicastFloods(self):
         """
@@ -186,8 +212,8 @@ class SwitchTests(SynchronousTestCase):
 
     def test_detachForgets(self):
         """
-        Detaching a port removes it and its MACs; another port can then use
-        them, and the detached port gets no more frames.
+        Detaching a port removes it: its MACs lead nowhere, another port that
+        shows one takes it over, and the detached port gets no more frames.
         """
         self.switch.receiveFrame(self.a, frame(BCAST, MAC_A))
         self.switch.detach(self.a)
@@ -237,12 +263,12 @@ class SwitchTests(SynchronousTestCase):
         self.assertEqual(self.switch.table(), {
             "5a:94:ef:e4:0c:0b": "b", "5a:94:ef:e4:0c:dd": "gateway"})
 
-    def test_capEvictsOldest(self):
+    def test_capEvictsOwnOldest(self):
         """
-        When the table is full and nothing has aged, the least recently seen
-        learnt entry is evicted; permanent entries stay.
+        A link past its cap evicts its own least recently seen MAC; another
+        link's entries and the permanent ones stay.
         """
-        switch = Switch(self.clock, self.counters, maxEntries=3)
+        switch = Switch(self.clock, self.counters, maxMACsPerLink=2)
         switch.attach(self.gw, macs=[GW])
         switch.attach(self.a)
         switch.attach(self.b)
@@ -251,20 +277,47 @@ class SwitchTests(SynchronousTestCase):
         switch.receiveFrame(self.b, frame(BCAST, MAC_B))
         self.clock.advance(1)
         switch.receiveFrame(self.b, frame(BCAST, MAC_C))
-        self.assertIsNone(switch.portFor(MAC_A))
-        self.assertIs(switch.portFor(MAC_B), self.b)
+        self.clock.advance(1)
+        other = bytes.fromhex("5a94efe40c0e")
+        switch.receiveFrame(self.b, frame(BCAST, other))
+        self.assertIs(switch.portFor(MAC_A), self.a)
+        self.assertIsNone(switch.portFor(MAC_B))
         self.assertIs(switch.portFor(MAC_C), self.b)
+        self.assertIs(switch.portFor(other), self.b)
         self.assertIs(switch.portFor(GW), self.gw)
-        self.assertLessEqual(len(switch.table()), 3)
+        self.assertEqual(self.counters.get("switch.linkTableFull"), 1)
+
+    def test_floodEvictsNothingOfAnother(self):
+        """
+        A link that floods thousands of source MACs keeps at most its cap and
+        evicts nothing of another link; then claiming the victim's MAC is
+        refused, and frames for the victim still reach only the victim.
+        """
+        switch = Switch(self.clock, self.counters)
+        switch.attach(self.gw, macs=[GW])
+        switch.attach(self.a)
+        switch.attach(self.b)
+        switch.receiveFrame(self.a, frame(BCAST, MAC_A))
+        for i in range(10000):
+            mac = b"\x02" + i.to_bytes(5, "big")
+            switch.receiveFrame(self.b, frame(BCAST, mac))
+        self.assertEqual(len(switch.interfaceFor(self.b).macs), switch.maxMACsPerLink)
+        self.assertIs(switch.portFor(MAC_A), self.a)
+        switch.receiveFrame(self.b, frame(BCAST, MAC_A))
+        self.assertEqual(self.counters.get("drop.switch.macSpoofed"), 1)
+        del self.a.frames[:], self.b.frames[:]
+        f = frame(MAC_A, GW)
+        switch.forward(self.gw, f)
+        self.assertEqual((self.a.frames, self.b.frames), ([f], []))
 
     def test_capAllPermanent(self):
         """
-        When the table is full of permanent entries, the frame is still
+        When a link's table is full of permanent entries, the frame is still
         forwarded but not learnt, and C{switch.tableFull} is counted.
         """
-        switch = Switch(self.clock, self.counters, maxEntries=1)
+        switch = Switch(self.clock, self.counters, maxMACsPerLink=1)
         switch.attach(self.gw, macs=[GW])
-        switch.attach(self.a)
+        switch.attach(self.a, macs=[MAC_C])
         f = frame(BCAST, MAC_A)
         switch.receiveFrame(self.a, f)
         self.assertEqual(self.gw.frames, [f])
@@ -276,11 +329,11 @@ class SwitchTests(SynchronousTestCase):
                               st.floats(0, 400)), max_size=30))
     def test_randomFrames(self, events):
         """
-        Random frames from random ports never raise; the table stays within
-        its cap; no frame ever goes back to the port it came from.
+        Random frames from random ports never raise; each link's table stays
+        within its cap; no frame ever goes back to the port it came from.
         """
         clock = Clock()
-        switch = Switch(clock, Counters(clock), maxEntries=4)
+        switch = Switch(clock, Counters(clock), maxMACsPerLink=2)
         ports = [FakePort(str(i)) for i in range(3)]
         for p in ports:
             switch.attach(p)
@@ -289,4 +342,6 @@ class SwitchTests(SynchronousTestCase):
             before = len(ports[index].frames)
             switch.receiveFrame(ports[index], data)
             self.assertEqual(len(ports[index].frames), before)
-            self.assertLessEqual(len(switch._table), 4)
+            self.assertLessEqual(len(switch._table), 6)
+            for p in ports:
+                self.assertLessEqual(len(switch.interfaceFor(p).macs), 2)

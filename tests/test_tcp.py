@@ -24,6 +24,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from gvtwisted.stack import tcp as stack
 from gvtwisted.stack.counters import Counters
+from gvtwisted.stack.iface import LinkInterface
 from gvtwisted.stack.tcp import TCPConnection, resetForSegment
 from gvtwisted.wire import tcp as wire
 from gvtwisted.wire.tcp import (
@@ -1571,23 +1572,29 @@ class ProducerTests(TCPTestCase):
 
 
 class LinkTests(TCPTestCase):
+    """
+    The connection looks at its L{LinkInterface}'s pause state before it sends.
+    """
+
     def setUp(self):
         super().setUp()
         self.toEstablished()
+        self.link = LinkInterface(None, "guest")
+        self.link.addConnection(self.conn)
 
     def test_establishedLinkPaused(self):
         """
         While the guest's link is paused no data segment goes out, but ACKs do;
         when it resumes, the data follows.
         """
-        self.conn.linkPaused()
+        self.link.pause()
         self.conn.write(b"held")
         self.clock.advance(0)
         self.assertEqual(self.sent(), [])
         self.feed(ACK, P(), L(), payload=b"in")
         self.clock.advance(0)
         self.assertSent(S(ACK, L(), P(2), BUFFER - 2))
-        self.conn.linkResumed()
+        self.link.resume()
         self.assertSent(S(ACK | PSH, L(), P(2), BUFFER - 2, b"held"))
 
     def test_establishedLinkPausedRto(self):
@@ -1598,12 +1605,13 @@ class LinkTests(TCPTestCase):
         self.conn.write(b"r")
         self.clock.advance(0)
         self.sent()
-        self.conn.linkPaused()
+        self.link.pause()
         self.clock.advance(100)
         self.assertEqual(self.sent(), [])
         self.assertState("ESTABLISHED")
         self.assertEqual(self.conn._retries, 0)
-        self.conn.linkResumed()
+        self.assertIn(self.conn, self.link.blocked)
+        self.link.resume()
         self.assertSent(S(ACK | PSH, L(), P(), BUFFER, b"r"))
 
 

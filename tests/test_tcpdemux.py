@@ -14,7 +14,7 @@ import struct
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import (
-    CannotListenError, ConnectionDone, ConnectionRefusedError, TimeoutError, UserError,
+    CannotListenError, ConnectError, ConnectionDone, ConnectionRefusedError, TimeoutError, UserError,
 )
 from twisted.internet.interfaces import IConnector, IListeningPort
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
@@ -634,6 +634,30 @@ class CapTests(DemuxTestCase):
         [(_, seg)] = self.taken()
         self.assertEqual(seg.flags, RST | ACK)
 
+    def test_connectTCPPastCapFails(self):
+        """
+        Past the cap C{connectTCP} itself fails: the factory hears
+        C{clientConnectionFailed(ConnectError)} in the next turn, nothing is
+        sent to the guest, and the count stays at the cap.
+        """
+        self.learn()
+        self.demux.connectTCP("192.168.127.2", 22, RecordingClientFactory())
+        self.demux.connectTCP("192.168.127.2", 23, RecordingClientFactory())
+        self.taken()
+        factory = RecordingClientFactory()
+        connector = self.demux.connectTCP("192.168.127.2", 24, factory)
+        self.assertEqual(factory.failures, [])
+        self.clock.advance(0)
+        [(failedConnector, reason)] = factory.failures
+        self.assertIs(failedConnector, connector)
+        self.assertTrue(reason.check(ConnectError))
+        self.assertEqual((factory.starts, factory.stops), (1, 1))
+        self.assertEqual(self.taken(), [])
+        self.assertEqual(self.demux.connectionCount(), 2)
+        self.assertEqual(self.counters.get("drop.tcp.tooManyConnections"), 1)
+        connector.stopConnecting()
+        connector.disconnect()
+
 
 class ConnectTests(DemuxTestCase):
     """
@@ -833,8 +857,8 @@ class ConnectTests(DemuxTestCase):
 
 class LinkBackpressureTests(DemuxTestCase):
     """
-    C{linkPaused}/C{linkResumed} reach the connections toward the paused
-    guest link only.
+    The network's C{linkPaused}/C{linkResumed} reach the connections toward
+    the paused guest link only.
     """
 
     def setUp(self):
@@ -862,7 +886,7 @@ class LinkBackpressureTests(DemuxTestCase):
         With the guest's link paused, its connection sends no data while the
         other guest's connection still does.
         """
-        self.demux.linkPaused(self.guest)
+        self.network.linkPaused(self.guest)
         self.writeBoth(b"data")
         self.assertEqual(self.payloads(self.guest), [])
         self.assertEqual(self.payloads(self.other), [b"data"])
@@ -871,10 +895,10 @@ class LinkBackpressureTests(DemuxTestCase):
         """
         When the link resumes, what was held is sent.
         """
-        self.demux.linkPaused(self.guest)
+        self.network.linkPaused(self.guest)
         self.writeBoth(b"data")
         self.taken(self.other)
-        self.demux.linkResumed(self.guest)
+        self.network.linkResumed(self.guest)
         self.clock.advance(0)
         self.assertEqual(self.payloads(self.guest), [b"data"])
         self.assertEqual(self.payloads(self.other), [])
@@ -883,13 +907,13 @@ class LinkBackpressureTests(DemuxTestCase):
         """
         A connection opened toward a guest whose link is paused starts paused.
         """
-        self.demux.linkPaused(self.guest)
+        self.network.linkPaused(self.guest)
         self.establish(self.factory, srcPort=GUEST_PORT + 1)
         third = self.factory.protocols[-1]
         third.transport.write(b"late")
         self.clock.advance(0)
         self.assertEqual(self.payloads(self.guest), [])
-        self.demux.linkResumed(self.guest)
+        self.network.linkResumed(self.guest)
         self.clock.advance(0)
         self.assertEqual(self.payloads(self.guest), [b"late"])
 
@@ -897,7 +921,7 @@ class LinkBackpressureTests(DemuxTestCase):
         """
         Pausing and resuming another link leaves this guest's data flowing.
         """
-        self.demux.linkPaused(self.other)
+        self.network.linkPaused(self.other)
         self.writeBoth(b"x")
         self.assertEqual(self.payloads(self.guest), [b"x"])
         self.assertEqual(self.payloads(self.other), [])
@@ -966,6 +990,46 @@ class TimeWaitTests(DemuxTestCase):
         self.closeToTimeWait()
         self.clock.advance(60)
         self.assertEqual(self.demux.connectionCount(), 0)
+
+
+class UnresolvedGuestTests(DemuxTestCase):
+    """
+    C{connectTCP} into an address no guest answers ARP for fails when ARP
+    gives up (3 s), not after the connect timeout.
+    """
+
+    def test_failsWhenARPGivesUp(self):
+        """
+        The factory hears C{clientConnectionFailed(ConnectError)} once the
+        third ARP request went unanswered, and the connection is gone.
+        """
+        factory = RecordingClientFactory()
+        self.demux.connectTCP("192.168.127.50", 22, factory, timeout=30)
+        self.clock.pump([1.0, 1.0, 0.9])
+        self.assertEqual(factory.failures, [])
+        self.clock.advance(0.1)
+        [(_, reason)] = factory.failures
+        self.assertTrue(reason.check(ConnectError))
+        self.assertEqual(self.demux.connectionCount(), 0)
+        self.assertEqual(self.counters.get("tcp.unresolvedGuest"), 1)
+        self.assertEqual(self.demux._unresolved, {})
+
+    def test_answeredInTimeConnects(self):
+        """
+        A guest that answers ARP (and the SYN) in time is not failed later,
+        and nothing waits on its address any more.
+        """
+        factory = RecordingClientFactory()
+        self.demux.connectTCP("192.168.127.2", 22, factory, timeout=30)
+        self.learn()
+        self.clock.advance(1)
+        syn = [seg for _, seg in self.taken() if seg.flags & SYN][-1]
+        self.sendSegment(SYN | ACK, seq=ISN, ack=syn.seq + 1, srcPort=22, dstPort=syn.srcPort,
+                         dst=HOST_IP, options=wiretcp.mssOption(1460))
+        self.clock.advance(5)
+        self.assertEqual(factory.failures, [])
+        self.assertEqual(factory.protocols[0].made, 1)
+        self.assertEqual(self.demux._unresolved, {})
 
 
 verifyingVariants(globals())

@@ -10,9 +10,18 @@ A stream can split a frame across reads or deliver many frames in one read, so
 the decoder keeps at most one partial frame and walks complete ones in place.
 A zero length or one over L{MAX_FRAME} is a protocol error: the link is closed,
 because once the framing is lost nothing later on the stream can be trusted.
+
+A protocol with C{maxBatch} set handles at most that many frames of one link,
+and at most C{maxBatchTime} seconds' worth, per reactor turn: the rest of a read
+waits in a backlog (the transport stops reading meanwhile, so the kernel's
+buffer holds what follows) and is taken a batch at a time in later turns. One guest's flood of small frames (a port
+scan fits a thousand SYNs in one read) then costs the other links one batch of
+latency, not the whole read.
 """
 
 import struct
+from collections import deque
+from time import perf_counter
 
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -100,12 +109,27 @@ class FramedLinkProtocol(Protocol):
 
     header = LE16
     log = Logger()
+    # Frames handled per reactor turn; None: every frame of a read at once.
+    maxBatch = None
+    # With maxBatch: a read of at most maxBatch frames is handled at once, as
+    # one batch; a longer one in batches of cheapBatch frames, at most
+    # maxBatchTime seconds' worth per turn.
+    maxBatchTime = 0.001
+    cheapBatch = 8
 
-    def __init__(self, header=None, maxFrame=MAX_FRAME):
+    def __init__(self, header=None, maxFrame=MAX_FRAME, clock=None):
+        """
+        @param clock: the C{IReactorTime} that schedules the next batch (the
+            global reactor when L{None}); used only with C{maxBatch}.
+        """
         if header is not None:
             self.header = header
         self._decoder = FrameDecoder(self.header, maxFrame)
         self._pack = self.header.pack
+        self._clock = clock
+        self._backlog = None
+        self._batchCall = None
+        self._readingPaused = False
 
     def frameReceived(self, frame: bytes):
         """
@@ -143,8 +167,68 @@ class FramedLinkProtocol(Protocol):
             abort = getattr(self.transport, "abortConnection", None)
             (abort or self.transport.loseConnection)()
             return
-        if frames:
+        if not frames:
+            return
+        if self._backlog is not None:
+            self._backlog.extend(frames)
+            return
+        if self.maxBatch is None or len(frames) <= self.maxBatch:
             self.framesReceived(frames)
+            return
+        self._backlog = deque(frames)
+        self._nextBatch()
+
+    def _scheduleBatch(self):
+        clock = self._clock
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self._batchCall = clock.callLater(0, self._nextBatch)
+
+    def _nextBatch(self):
+        """
+        Handle the next C{maxBatch} frames of the backlog; read again once it
+        is empty.
+        """
+        self._batchCall = None
+        backlog = self._backlog
+        if backlog is None:
+            return
+        deadline = perf_counter() + self.maxBatchTime
+        step = self.cheapBatch
+        left = self.maxBatch
+        while backlog and left > 0:
+            # Handed on in small batches (framesReceived), the clock looked
+            # at between them.
+            chunk = [backlog.popleft() for _ in range(min(step, left, len(backlog)))]
+            left -= len(chunk)
+            self.framesReceived(chunk)
+            if self._backlog is None:
+                return
+            if perf_counter() > deadline:
+                break
+        if backlog:
+            if not self._readingPaused:
+                self._readingPaused = True
+                self.transport.pauseProducing()
+            self._scheduleBatch()
+        else:
+            self._backlog = None
+            if self._readingPaused:
+                self._readingPaused = False
+                self.transport.resumeProducing()
+
+    def connectionLost(self, reason):
+        self._dropBacklog()
+
+    def _dropBacklog(self):
+        """
+        The link is gone: what was still waiting goes with it.
+        """
+        self._backlog = None
+        if self._batchCall is not None:
+            if self._batchCall.active():
+                self._batchCall.cancel()
+            self._batchCall = None
 
     def sendFrame(self, frame: bytes):
         """

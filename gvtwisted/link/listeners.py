@@ -40,8 +40,11 @@ class GuestLinkProtocol(FramedLinkProtocol):
     the connection ends.
     """
 
-    def __init__(self, makePort, header, peerName):
-        FramedLinkProtocol.__init__(self, header)
+    # A fair share per reactor turn (see gvtwisted.link.framing).
+    maxBatch = 64
+
+    def __init__(self, makePort, header, peerName, clock=None):
+        FramedLinkProtocol.__init__(self, header, clock=clock)
         self._makePort = makePort
         self.peerName = peerName
         self.port = None
@@ -51,6 +54,7 @@ class GuestLinkProtocol(FramedLinkProtocol):
         self.port.attach(self)
 
     def connectionLost(self, reason):
+        self._dropBacklog()
         if self.port is not None:
             self.port.detach()
 
@@ -63,7 +67,8 @@ class ConnectOrHTTP(Protocol):
 
     log = Logger()
 
-    def __init__(self, makePort, site, peerName, counters):
+    def __init__(self, makePort, site, peerName, counters, clock=None):
+        self._clock = clock
         self._makePort = makePort
         self._site = site
         self._peerName = peerName
@@ -92,7 +97,7 @@ class ConnectOrHTTP(Protocol):
         if (len(requestLine) == 3 and requestLine[0] == b"POST"
                 and requestLine[1].split(b"?", 1)[0] == b"/connect"):
             self._counters.increment("link.connects")
-            link = GuestLinkProtocol(self._makePort, LE16, self._peerName)
+            link = GuestLinkProtocol(self._makePort, LE16, self._peerName, self._clock)
             self._delegate = link
             link.makeConnection(self.transport)
             if rest:
@@ -141,9 +146,10 @@ class LinkFactory(Factory):
 
     def buildProtocol(self, addr):
         peerName = _describe(addr)
+        clock = getattr(self.network, "reactor", None)
         if self.framing == "qemu":
-            return GuestLinkProtocol(self.makePort, BE32, peerName)
-        return ConnectOrHTTP(self.makePort, self.site, peerName, self.counters)
+            return GuestLinkProtocol(self.makePort, BE32, peerName, clock)
+        return ConnectOrHTTP(self.makePort, self.site, peerName, self.counters, clock)
 
 
 def _describe(addr):

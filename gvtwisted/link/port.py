@@ -56,21 +56,32 @@ class SwitchPort:
 
     def detach(self):
         """
-        The link is gone: forget it and its MAC addresses.
+        The link is gone: resume it if it was paused, and leave the switch
+        (which keeps what the link held for its grace period).
         """
         if self.protocol is None:
             return
         self.protocol = None
+        if self.paused:
+            # Resume before leaving the switch, while the network can still
+            # tell which connections were blocked on this link.
+            self.paused = False
+            if self._onResume is not None:
+                self._onResume(self)
         self.switch.detach(self)
-        if self.paused and self._onResume is not None:
-            self._onResume(self)
         self.log.info("guest link down: {name}", name=self.name)
 
     def frameReceived(self, frame):
         values = self._values
         values["link.framesReceived"] += 1
         values["link.bytesReceived"] += len(frame)
-        self.switch.receiveFrame(self, frame)
+        try:
+            self.switch.receiveFrame(self, frame)
+        except Exception:
+            # Whatever a service behind the switch raised costs this frame
+            # only: it must not escape into the link's dataReceived, where
+            # Twisted would drop the link and every connection on it.
+            self.counters.failure("link.frame", self.name)
 
     def framesReceived(self, frames):
         """
@@ -82,7 +93,12 @@ class SwitchPort:
         for frame in frames:
             length += len(frame)
         values["link.bytesReceived"] += length
-        self.switch.receiveFrames(self, frames)
+        try:
+            self.switch.receiveFrames(self, frames)
+        except Exception:
+            # As in frameReceived: the switch guards each frame of the
+            # batch; this catches what is left (the batch's end).
+            self.counters.failure("link.frame", self.name)
 
     def sendFrame(self, frame):
         """

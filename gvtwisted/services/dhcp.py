@@ -19,8 +19,10 @@ reserved addresses (the host address, for instance) and the static ones.
 The lease table is bounded (L{DHCPConfig.maxLeases}); when it is full and no
 expired lease can be reclaimed, a new client gets nothing and the refusal is
 counted. An offered address is held for L{DHCPServer.offerHoldTime} seconds
-only, so a flood of DISCOVERs from made-up hardware addresses fills the table
-for a minute, not for a lease time. Static leases do not count toward the cap:
+only (5), so a flood of DISCOVERs from made-up hardware addresses holds its
+offers for seconds, not for a lease time; and the clients behind one guest
+link hold at most L{DHCPConfig.maxLeasesPerLink} live leases, so one link cannot
+take the pool from the others. Static leases do not count toward the cap:
 they are bounded by the configuration and must always be honoured.
 
 Parsing and building use C{dpkt.dhcp}: DHCP is control plane, not hot path.
@@ -209,6 +211,9 @@ class DHCPConfig:
     @ivar reserved: addresses never leased from the pool.
     @ivar searchDomains: option 119; omitted when empty.
     @ivar maxLeases: cap on the number of pool leases kept.
+    @ivar maxLeasesPerLink: cap on the live pool leases (offered or bound) of
+        the clients behind one guest link, when the server is told links
+        apart (C{linkOf}).
     """
 
     serverIP: str
@@ -220,6 +225,7 @@ class DHCPConfig:
     reserved: set = field(default_factory=set)
     searchDomains: list = field(default_factory=list)
     maxLeases: int = 4096
+    maxLeasesPerLink: int = 16
 
     def __post_init__(self):
         self.subnet = ipaddress.IPv4Network(self.subnet, strict=False)
@@ -277,12 +283,23 @@ class DHCPServer(DatagramProtocol):
 
     log = Logger()
 
-    offerHoldTime = 60
+    offerHoldTime = 5
     declineHoldTime = 600
 
-    def __init__(self, config: DHCPConfig, clock, counters=None):
+    def __init__(self, config: DHCPConfig, clock, counters=None, linkOf=None):
+        """
+        @param linkOf: L{None}, or a callable from a client's hardware address
+            (C{"5a:94:..."}) to the guest link it is behind (any hashable, or
+            L{None}): then one link holds at most C{config.maxLeasesPerLink}
+            pool leases, counted even after its MACs rotate.
+        """
         self.config = config
         self._clock = clock
+        self._linkOf = linkOf
+        # link -> the MACs whose pool lease was bound while behind it.
+        self._linkLeases = {}
+        # mac -> the link its lease is counted against.
+        self._leaseLink = {}
         self._counters = counters if counters is not None else Counters(clock)
 
         subnet = config.subnet
@@ -492,6 +509,49 @@ class DHCPServer(DatagramProtocol):
         lease = self._leases.pop(ip, None)
         if lease is not None and self._byMac.get(lease.mac) == ip:
             del self._byMac[lease.mac]
+            self._unlinkLease(lease.mac)
+
+    def _unlinkLease(self, mac):
+        link = self._leaseLink.pop(mac, None)
+        if link is not None:
+            macs = self._linkLeases.get(link)
+            if macs is not None:
+                macs.discard(mac)
+                if not macs:
+                    del self._linkLeases[link]
+
+    def _linkFull(self, mac: str, now: float) -> bool:
+        """
+        Whether C{mac}'s link already holds its share of live pool leases
+        (counted and complained about).
+        """
+        if self._linkOf is None:
+            return False
+        link = self._linkOf(mac)
+        if link is None:
+            return False
+        macs = self._linkLeases.get(link, ())
+        live = 0
+        for other in macs:
+            ip = self._byMac.get(other)
+            lease = self._leases.get(ip) if ip is not None else None
+            if lease is not None and lease.expires > now:
+                live += 1
+        if live >= self.config.maxLeasesPerLink:
+            self._counters.complain("dhcp.linkLeasesFull", mac)
+            return True
+        return False
+
+    def _recordLink(self, mac: str):
+        """
+        Count C{mac}'s pool lease against the link it is behind now.
+        """
+        if self._linkOf is None or mac in self._leaseLink:
+            return
+        link = self._linkOf(mac)
+        if link is not None:
+            self._linkLeases.setdefault(link, set()).add(mac)
+            self._leaseLink[mac] = link
 
     def _oldestExpired(self, now: float):
         """
@@ -533,6 +593,8 @@ class DHCPServer(DatagramProtocol):
         """
         previous = self._byMac.get(mac)
         holder = self._leases.get(ip)
+        if previous is None and self._linkFull(mac, self._clock.seconds()):
+            return False
         grows = previous is None and holder is None
         if grows and len(self._leases) >= self.config.maxLeases:
             victim = self._oldestExpired(self._clock.seconds())
@@ -546,6 +608,7 @@ class DHCPServer(DatagramProtocol):
             self._drop(ip)
         self._leases[ip] = _Lease(mac, expires, bound)
         self._byMac[mac] = ip
+        self._recordLink(mac)
         return True
 
     def _pruneDeclined(self, now: float):

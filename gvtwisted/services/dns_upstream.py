@@ -2,7 +2,8 @@
 Asking the host's resolvers, and remembering their answers.
 
 L{Forwarder} sends a query over UDP from a fresh port with a random id, moves to
-the next upstream on timeout (two rounds by default), and asks again over TCP
+the next upstream on timeout (two rounds by default) or at once when the
+upstream answers ICMP port unreachable, and asks again over TCP
 when the UDP answer comes back truncated. It relays what the upstream said,
 whatever the rcode: see L{dns_wire} for why it keeps the answer's bytes.
 
@@ -162,11 +163,23 @@ class _UpstreamUDP(protocol.DatagramProtocol):
     The UDP socket of one exchange: hands every datagram to the exchange.
     """
 
-    def __init__(self, exchange):
+    def __init__(self, exchange, upstream):
         self.exchange = exchange
+        self.upstream = upstream
 
     def datagramReceived(self, data, addr):
         self.exchange.udpReceived(data, addr)
+
+    def connectionRefused(self):
+        # The socket is connected to its upstream, so the kernel reports the
+        # upstream's ICMP port unreachable as ECONNREFUSED.
+        self.exchange.udpRefused(self.upstream)
+
+    def stopProtocol(self):
+        # With epoll, Twisted sees that pending ECONNREFUSED as an error
+        # event and closes the port instead of calling connectionRefused:
+        # a port that stops before its exchange is done was refused.
+        self.exchange.udpRefused(self.upstream)
 
 
 class _UpstreamTCP(Int16StringReceiver):
@@ -215,8 +228,9 @@ class _Exchange:
     """
     One question asked of the upstreams until one answers or all time out.
 
-    The same id and the same UDP port are used for every try, so a late answer
-    from an upstream that was already given up on is still welcome.
+    The same id is used for every try, and each upstream's socket stays open
+    until the end, so a late answer from an upstream that was already given
+    up on is still welcome.
     """
 
     def __init__(self, forwarder, query, upstreams):
@@ -239,6 +253,8 @@ class _Exchange:
         self.truncatedAnswer = None
         self.done = False
         self.failoverFrom = set()
+        self.current = None
+        self.refused = set()
 
     def start(self):
         self._next()
@@ -246,13 +262,25 @@ class _Exchange:
 
     # UDP
 
-    def _port(self, host):
-        family = 6 if ":" in host else 4
-        port = self.ports.get(family)
+    def _port(self, host, number):
+        """
+        The UDP socket for the upstream C{host}:C{number}: one per upstream,
+        connected to it, so that its port unreachable fails it over at once
+        (an unconnected socket never hears of it, and would wait for the
+        timeout). Each stays open until the exchange ends, for late answers.
+        """
+        key = (host, number)
+        port = self.ports.get(key)
         if port is None:
-            interface = "::" if family == 6 else "0.0.0.0"
-            port = self.reactor.listenUDP(0, _UpstreamUDP(self), interface=interface)
-            self.ports[family] = port
+            interface = "::" if ":" in host else "0.0.0.0"
+            port = self.reactor.listenUDP(0, _UpstreamUDP(self, key), interface=interface)
+            self.ports[key] = port
+            try:
+                port.connect(host, number)
+            except Exception:
+                port.stopListening()
+                del self.ports[key]
+                raise
         return port
 
     def _next(self):
@@ -273,7 +301,8 @@ class _Exchange:
             self.clientQuery, self.id, self.forwarder.udpSize, self.withOPT
         )
         try:
-            self._port(host).write(data, (host, port))
+            self.current = (host, port)
+            self._port(host, port).write(data)
         except Exception as e:
             self.forwarder.counters.complain("dns.upstreamSendFailed", f"{host}: {e}")
             self.reactor.callLater(0, self._next)
@@ -351,6 +380,25 @@ class _Exchange:
                 self._next()
                 return
         self._finish(m)
+
+    def udpRefused(self, upstream):
+        """
+        C{upstream} answered with ICMP port unreachable: nothing listens
+        there (the fallback 127.0.0.1:53 of an empty resolv.conf, often).
+        Ask the next one now, not after the timeout.
+        """
+        if self.done or upstream in self.refused:
+            return
+        self.refused.add(upstream)
+        self.ports.pop(upstream, None)
+        self.forwarder.counters.increment("dns.upstream.unreachable")
+        host, port = upstream
+        dead = (_canonicalAddress(host), port)
+        self.failoverFrom.add(dead)
+        self.tries = [u for u in self.tries if (_canonicalAddress(u[0]), u[1]) != dead]
+        if self.current == upstream:
+            self._cancelTimer()
+            self._next()
 
     def _upstreamFor(self, addr):
         for host, port in self.upstreams:

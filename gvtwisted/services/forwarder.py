@@ -496,12 +496,32 @@ class ForwarderManager:
 
     # -- inside ---------------------------------------------------------------------
 
+    def _checkGuestAddress(self, ip):
+        """
+        A forward leads to a guest: its remote must be a guest's address in
+        the subnet (not the gateway's, the host's, the network's or the
+        broadcast address), or every host connection would hang until reset.
+        """
+        config = self.network.config
+        if ":" in ip:
+            raw = socket.inet_pton(socket.AF_INET6, ip)
+            if not config.inSubnet6(raw) or raw in (
+                    config.gatewayIP6Bytes, config.hostIP6Bytes, config.prefix6Bytes):
+                raise ForwardSpecError(f"remote: {ip} is not a guest address in {config.subnet6}")
+            return
+        raw = socket.inet_aton(ip)
+        if (not config.inSubnet(raw) or raw in (config.gatewayIPBytes, config.hostIPBytes,
+                                                config.broadcastIPBytes)
+                or int.from_bytes(raw, "big") == config.networkInt):
+            raise ForwardSpecError(f"remote: {ip} is not a guest address in {config.subnet}")
+
     def _expose(self, local, remote, protocol):
         if protocol not in PROTOCOLS:
             raise ForwardSpecError(f"protocol: {protocol!r} is not one of tcp, udp, unix")
         if not isinstance(local, str) or not local:
             raise ForwardSpecError("local: missing")
         target = parseRemote(remote, protocol)
+        self._checkGuestAddress(target[0])
         key = (protocol, local)
         if key in self._forwards:
             raise ForwardError("proxy already running")

@@ -67,7 +67,7 @@ class ICMP66Flow:
     """
 
     __slots__ = ("key", "guestIP", "guestIdent", "dstIP", "realHost", "realHostBytes",
-                 "natIdent", "socket", "reader", "lastActive", "closed")
+                 "natIdent", "socket", "reader", "lastActive", "closed", "link")
 
     def __init__(self, key, realHost, sock, now):
         self.key = key
@@ -79,6 +79,7 @@ class ICMP66Flow:
         self.reader = None
         self.lastActive = now
         self.closed = False
+        self.link = None
 
 
 class ICMP66NAT(FlowTable):
@@ -144,6 +145,8 @@ class ICMP66NAT(FlowTable):
                 "nat66.icmp.noSocket",
                 "cannot open an ICMPv6 socket: allow this group in "
                 "net.ipv4.ping_group_range, or give the process CAP_NET_RAW")
+            return None
+        if self.mode == MODE_DATAGRAM and not self._descriptorRoom():
             return None
         flow = ICMP66Flow(key, where, None, self.reactor.seconds())
         try:
@@ -269,6 +272,7 @@ class ICMP66NAT(FlowTable):
         if flow.closed:
             return
         flow.closed = True
+        self._unlink(flow)
         if flow.reader is not None:
             self.reactor.removeReader(flow.reader)
             flow.reader = None

@@ -61,6 +61,8 @@ class UDP66NAT(FlowTable):
             if where.icmpCode is not None:
                 self.network.sendICMPv6Error(packet, icmpv6.DEST_UNREACHABLE, where.icmpCode)
             return None
+        if not self._descriptorRoom():
+            return None
         sock = None
         try:
             sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
@@ -123,6 +125,7 @@ class UDP66NAT(FlowTable):
         if flow.closed:
             return
         flow.closed = True
+        self._unlink(flow)
         if flow.reader is not None:
             self.reactor.removeReader(flow.reader)
             flow.reader = None

@@ -80,7 +80,7 @@ class ICMPFlow:
     """
 
     __slots__ = ("key", "guestIP", "guestIdent", "dstIP", "realHost", "realHostBytes",
-                 "natIdent", "socket", "reader", "lastActive", "closed")
+                 "natIdent", "socket", "reader", "lastActive", "closed", "link")
 
     def __init__(self, key, realHost, now):
         self.key = key
@@ -92,6 +92,7 @@ class ICMPFlow:
         self.reader = None
         self.lastActive = now
         self.closed = False
+        self.link = None
 
 
 class ICMPNAT(FlowTable):
@@ -163,6 +164,8 @@ class ICMPNAT(FlowTable):
             return None
         if self.mode is None:
             self.mode = availableMode()
+        if self.mode == MODE_DATAGRAM and not self._descriptorRoom():
+            return None
         flow = ICMPFlow(key, where, self.reactor.seconds())
         try:
             if self.mode == MODE_DATAGRAM:
@@ -312,6 +315,7 @@ class ICMPNAT(FlowTable):
         if flow.closed:
             return
         flow.closed = True
+        self._unlink(flow)
         if flow.reader is not None:
             self.reactor.removeReader(flow.reader)
             flow.reader = None

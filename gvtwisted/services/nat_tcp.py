@@ -40,13 +40,14 @@ class _HostFactory(Factory):
 
 class TCPNAT:
     """
-    @ivar dialing: how many dials are in flight.
+    @ivar dialing: how many dials are in flight (each guest link also
+        counts its own, against C{maxDialsPerLink}).
     """
 
     log = Logger()
 
     def __init__(self, reactor, network, counters, hostLoopback=True,
-                 ec2MetadataAccess=False, dialTimeout=30.0, maxDials=512):
+                 ec2MetadataAccess=False, dialTimeout=30.0, maxDials=512, maxDialsPerLink=64):
         self.reactor = reactor
         self.network = network
         self.counters = counters
@@ -54,7 +55,22 @@ class TCPNAT:
         self.ec2MetadataAccess = ec2MetadataAccess
         self.dialTimeout = dialTimeout
         self.maxDials = maxDials
+        self.maxDialsPerLink = maxDialsPerLink
+        # A gvtwisted.limits.DescriptorBudget, or None for no reserve.
+        self.descriptors = None
         self.dialing = 0
+
+    def admits(self, link) -> bool:
+        """
+        Whether a SYN from behind C{link} may be dialled now: checked before
+        the connection is even made, so that a guest's flood of SYNs past the
+        caps costs little. Past a cap the SYN is dropped (counted), not reset.
+        """
+        if self.dialing >= self.maxDials or (
+                link is not None and link.dialing >= self.maxDialsPerLink):
+            self.counters.complain("nat.tcp.tooManyDials")
+            return False
+        return True
 
     def tcpSyn(self, conn):
         """
@@ -71,11 +87,27 @@ class TCPNAT:
             else:
                 conn.refuse()
             return
-        if self.dialing >= self.maxDials:
-            self.counters.complain("nat.tcp.tooManyDials")
+        descriptors = self.descriptors
+        if descriptors is not None and descriptors.room() <= 0:
+            # The last descriptors are the API's and new links': refuse as a
+            # dial that ran out of them would, with RST at once.
+            self.counters.complain("nat.tcp.noDescriptors", localIP)
             conn.refuse()
             return
+        link = conn.link
+        if self.dialing >= self.maxDials or (
+                link is not None and link.dialing >= self.maxDialsPerLink):
+            # Dropped, not reset: the guest retransmits its SYN, and by then
+            # a slot may have freed up (a RST would fail a connect the host
+            # would have accepted).
+            self.counters.complain("nat.tcp.tooManyDials")
+            conn.abortConnection()
+            return
         self.dialing += 1
+        if link is not None:
+            link.dialing += 1
+        if descriptors is not None:
+            descriptors.took()
         self.counters.increment("nat.tcp.dials")
         guestSide = SpliceSide(self.counters, "nat.tcp.bytesFromGuest")
         hostSide = SpliceSide(self.counters, "nat.tcp.bytesToGuest")
@@ -96,8 +128,13 @@ class TCPNAT:
 
         conn.onConnectFailed = guestGone
 
-        def connected(_):
+        def dialDone():
             self.dialing -= 1
+            if link is not None:
+                link.dialing -= 1
+
+        def connected(_):
+            dialDone()
             if abandoned:
                 hostSide.transport.abortConnection()
                 return
@@ -106,11 +143,18 @@ class TCPNAT:
             conn.acceptSyn()
 
         def failed(reason):
-            self.dialing -= 1
+            dialDone()
             if abandoned:
                 return
             if reason.check(ConnectionRefusedError):
                 self.counters.increment("nat.tcp.refused")
+                conn.refuse()
+                return
+            err = getattr(reason.value, "osError", None)
+            if err in (errno.EMFILE, errno.ENFILE):
+                # Out of descriptors here, not a fault of the destination:
+                # RST at once, and the next SYN is dialled afresh.
+                self.counters.complain("nat.tcp.noDescriptors", localIP)
                 conn.refuse()
                 return
             self.counters.increment("nat.tcp.unreachable")

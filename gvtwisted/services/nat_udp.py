@@ -155,6 +155,8 @@ class FlowTable:
         self.sweepInterval = idleTimeout / 4.0
         self._flows = OrderedDict()
         self._sweeper = None
+        # A gvtwisted.limits.DescriptorBudget, or None for no reserve.
+        self.descriptors = None
 
     def flowCount(self) -> int:
         """
@@ -173,6 +175,10 @@ class FlowTable:
             self.counters.increment(self.prefix + ".flowsEvicted")
             self._closeFlow(oldest)
         flows[flow.key] = flow
+        link = self.network.linkFor(flow.key[0])
+        if link is not None:
+            # The guest's link frees the flow if it drops for good.
+            link.addFlow(flow, self)
         self.counters.increment(self.prefix + ".flowsOpened")
         if self._sweeper is None:
             self._sweeper = self.reactor.callLater(self.sweepInterval, self._sweep)
@@ -194,6 +200,33 @@ class FlowTable:
         if self._flows.get(flow.key) is flow:
             del self._flows[flow.key]
         self._closeFlow(flow)
+
+    def _descriptorRoom(self) -> bool:
+        """
+        Whether a flow may open a host socket without eating into the
+        descriptors kept for the API and new guest links.
+        """
+        descriptors = self.descriptors
+        if descriptors is None:
+            return True
+        if descriptors.room() <= 0:
+            self.counters.complain(self.prefix + ".noDescriptors")
+            return False
+        descriptors.took()
+        return True
+
+    def releaseFlow(self, flow):
+        """
+        The guest's link is gone for good: close C{flow} and its host socket.
+        """
+        self.counters.increment(self.prefix + ".flowsLinkGone")
+        self._removeFlow(flow)
+
+    def _unlink(self, flow):
+        link = flow.link
+        if link is not None:
+            flow.link = None
+            link.removeFlow(flow)
 
     def _sweep(self):
         """
@@ -246,7 +279,7 @@ class UDPFlow:
     """
 
     __slots__ = ("key", "guestIP", "guestPort", "dstIP", "dstPort", "realHost",
-                 "socket", "reader", "lastActive", "closed")
+                 "socket", "reader", "lastActive", "closed", "link")
 
     def __init__(self, key, realHost, sock, now):
         self.key = key
@@ -256,6 +289,7 @@ class UDPFlow:
         self.reader = None
         self.lastActive = now
         self.closed = False
+        self.link = None
 
 
 class UDPNAT(FlowTable):
@@ -313,6 +347,8 @@ class UDPNAT(FlowTable):
             self.counters.increment("drop.nat.udp." + where.reason)
             if where.icmpCode is not None:
                 self.network.sendICMPError(packet, icmp.DEST_UNREACHABLE, where.icmpCode)
+            return None
+        if not self._descriptorRoom():
             return None
         sock = None
         try:
@@ -391,6 +427,7 @@ class UDPNAT(FlowTable):
         if flow.closed:
             return
         flow.closed = True
+        self._unlink(flow)
         if flow.reader is not None:
             self.reactor.removeReader(flow.reader)
             flow.reader = None

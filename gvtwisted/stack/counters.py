@@ -8,7 +8,8 @@ names are dotted strings such as C{"drop.ipv4.badChecksum"}.
 
 Bad input also deserves a log line, but a hostile guest can send millions of bad
 frames a second, so L{Counters.complain} logs the first of each reason and then at
-most one line per reason every C{logInterval} seconds.
+most one line per reason every C{logInterval} seconds. L{Counters.failure} does
+the same for an exception a service raised, with its traceback.
 """
 
 from collections import defaultdict
@@ -50,16 +51,41 @@ class Counters:
         """
         name = "drop." + reason
         self.values[name] += 1
-        now = self._clock.seconds() if self._clock is not None else None
-        last = self._lastLogged.get(reason)
-        if last is None or (now is not None and now - last >= self.logInterval):
-            self._lastLogged[reason] = now if now is not None else 0.0
+        if self._due(reason):
             self.log.warn(
                 "dropped: {reason} {detail} (seen {count} times)",
                 reason=reason,
                 detail=detail,
                 count=self.values[name],
             )
+
+    def failure(self, where: str, detail: str = ""):
+        """
+        Count an exception a service raised (as C{"error." + where}) and log
+        it with its traceback, at most once per C{where} every
+        C{logInterval} seconds. Call it from the C{except} block: the
+        exception being handled is the one logged.
+        """
+        name = "error." + where
+        self.values[name] += 1
+        if self._due(name):
+            self.log.failure(
+                "{where} raised {detail} (seen {count} times)",
+                where=where,
+                detail=detail,
+                count=self.values[name],
+            )
+
+    def _due(self, key) -> bool:
+        """
+        Whether a line for C{key} may be logged now (and if so, note it).
+        """
+        now = self._clock.seconds() if self._clock is not None else None
+        last = self._lastLogged.get(key)
+        if last is None or (now is not None and now - last >= self.logInterval):
+            self._lastLogged[key] = now if now is not None else 0.0
+            return True
+        return False
 
     def snapshot(self) -> dict:
         """

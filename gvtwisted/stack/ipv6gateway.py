@@ -196,17 +196,24 @@ class IPv6Gateway:
         if self._udpPorts.get(key) is port:
             del self._udpPorts[key]
 
-    def linkPaused(self, port):
+    def linkFor(self, address: bytes):
         """
-        The guest link C{port} cannot take more now: TCP connections toward
-        guests behind it stop sending until L{linkResumed}.
+        The L{gvtwisted.stack.iface.LinkInterface} behind which the guest
+        address C{address} was learnt, or L{None}: it owns the connections
+        and flows of that guest (pause state, end of the link).
         """
-        if self.tcp is not None:
-            self.tcp.linkPaused(port)
+        mac = self.macFor(address)
+        return self.switch.interfaceOf(mac) if mac is not None else None
 
-    def linkResumed(self, port):
-        if self.tcp is not None:
-            self.tcp.linkResumed(port)
+    def linkExpired(self, iface):
+        """
+        A link stayed down for its whole grace period: its IPv6 neighbours
+        go (its connections and flows went with the IPv4 side's clean-up,
+        which covers every connection and flow the link owns).
+        """
+        for address in [a for a, e in self.neighbours.items()
+                        if self.switch.interfaceOf(e[0]) in (iface, None)]:
+            del self.neighbours[address]
 
     def macFor(self, address: bytes):
         """
@@ -607,6 +614,10 @@ class IPv6Gateway:
         if pending[1] >= NS_TRIES:
             del self._pending[dst]
             self.counters.increment("drop.ndp.unresolved", len(pending[0]))
+            if self.tcp is not None:
+                # Connections opened into that address fail now, not after
+                # their timeout.
+                self.tcp.unresolved(dst)
             return
         pending[1] += 1
         group = ipv6.solicitedNode(dst)

@@ -76,6 +76,7 @@ class VirtualNetwork:
         self.leaseOwner = None
         self.gatewayPort = GatewayPort(self)
         switch.attach(self.gatewayPort, macs=[config.gatewayMAC])
+        switch.listeners.append(self)
         self._gwMAC = config.gatewayMAC
         self._gwIP = config.gatewayIPBytes
         self._hostIP = config.hostIPBytes
@@ -129,18 +130,56 @@ class VirtualNetwork:
     def linkPaused(self, port):
         """
         The guest link C{port} cannot take more frames now: TCP connections
-        toward guests behind it stop sending until L{linkResumed}.
+        toward guests behind it stop sending until L{linkResumed} (each looks
+        at its link's pause state itself; nothing is scanned).
         """
-        if self.tcp is not None:
-            self.tcp.linkPaused(port)
-        if self.ipv6 is not None:
-            self.ipv6.linkPaused(port)
+        iface = self.switch.interfaceFor(port)
+        if iface is not None:
+            iface.pause()
 
     def linkResumed(self, port):
+        iface = self.switch.interfaceFor(port)
+        if iface is not None:
+            iface.resume()
+
+    def linkFor(self, ip: bytes):
+        """
+        The L{gvtwisted.stack.iface.LinkInterface} behind which the guest
+        address C{ip} was learnt, or L{None}.
+        """
+        entry = self._arpCache.get(ip)
+        if entry is None:
+            return None
+        return self.switch.interfaceOf(entry[0])
+
+    # -- the switch tells us about links ---------------------------------------
+
+    def macForgotten(self, iface, mac):
+        """
+        A MAC left its link (evicted, aged and claimed, or expired): the ARP
+        entries learnt at it go too, so that ARP and MAC entries age together.
+        """
+        neighbours = iface.neighbours
+        for ip in [ip for ip, m in neighbours.items() if m == mac]:
+            del neighbours[ip]
+            entry = self._arpCache.get(ip)
+            if entry is not None and entry[0] == mac:
+                del self._arpCache[ip]
+
+    def linkExpired(self, iface):
+        """
+        A link stayed down for its whole grace period: abort its guests' TCP
+        connections (closing their host sockets) and free their UDP and ICMP
+        flows. Its ARP entries go with its MACs; DHCP leases stay until they
+        expire.
+        """
         if self.tcp is not None:
-            self.tcp.linkResumed(port)
+            self.tcp.linkExpired(iface)
+        for flow, table in list(iface.flows.items()):
+            table.releaseFlow(flow)
+        iface.flows.clear()
         if self.ipv6 is not None:
-            self.ipv6.linkResumed(port)
+            self.ipv6.linkExpired(iface)
 
     # -- frames in ----------------------------------------------------------
 
@@ -205,15 +244,45 @@ class VirtualNetwork:
             if owner is not None and owner != ethernet.formatMAC(mac):
                 self.counters.complain("ipv4.spoofedSource", socket.inet_ntoa(ip))
                 return False
-        if len(self._arpCache) >= ARP_CACHE_MAX and ip not in self._arpCache:
+        iface = self.switch.interfaceOf(mac)
+        if iface is None:
+            # The switch did not learn the source (its link's table is full
+            # of permanent entries): an ARP entry would point nowhere.
+            self.counters.increment("drop.arp.unlearntMAC")
+            return False
+        now = self.reactor.seconds()
+        if entry is not None:
+            holder = self.switch.interfaceOf(entry[0])
+            if (holder is not None and holder is not iface and holder.up
+                    and now - entry[1] <= self.switch.ageing):
+                # The address is in use by a guest on another live link: a
+                # link may not claim another link's neighbour.
+                self.counters.complain("ipv4.addressInUse", socket.inet_ntoa(ip))
+                return False
+            self._forgetNeighbour(ip)
+        if len(iface.neighbours) >= self.switch.maxMACsPerLink:
+            # A link's own neighbours are capped like its MACs: the least
+            # recently seen of them goes.
+            cache = self._arpCache
+            self._forgetNeighbour(min(iface.neighbours, key=lambda k: cache[k][1]))
+            self.counters.increment("arp.linkNeighboursFull")
+        if len(self._arpCache) >= ARP_CACHE_MAX:
             oldest = min(self._arpCache, key=lambda k: self._arpCache[k][1])
-            del self._arpCache[oldest]
-        self._arpCache[ip] = [mac, self.reactor.seconds()]
+            self._forgetNeighbour(oldest)
+        self._arpCache[ip] = [mac, now]
+        iface.neighbours[ip] = mac
         pending = self._pending.pop(ip, None)
         if pending is not None:
             for packet in pending[0]:
                 self._send(ETH_HEADER.pack(mac, self._gwMAC, ethernet.TYPE_IPV4) + packet)
         return True
+
+    def _forgetNeighbour(self, ip):
+        entry = self._arpCache.pop(ip, None)
+        if entry is not None:
+            iface = self.switch.interfaceOf(entry[0])
+            if iface is not None and iface.neighbours.get(ip) == entry[0]:
+                del iface.neighbours[ip]
 
     def _ipv4Received(self, frame):
         try:
@@ -252,7 +321,10 @@ class VirtualNetwork:
             return
         if not local:
             if self.nat is not None:
-                self.nat.icmpReceived(packet, icmpType, code, rest)
+                try:
+                    self.nat.icmpReceived(packet, icmpType, code, rest)
+                except Exception:
+                    self.counters.failure("nat.icmp", socket.inet_ntoa(packet.dst))
             else:
                 self.counters.increment("drop.icmp.noRoute")
             return
@@ -286,17 +358,31 @@ class VirtualNetwork:
                 self.counters.increment("drop.udp.noListener")
                 return
             self.counters.increment("udp.local")
-            port.protocol.datagramReceived(bytes(data), (socket.inet_ntoa(packet.src), srcPort))
+            self._deliverUDP(port, data, packet.src, srcPort)
             return
         port = self._udpPorts.get((packet.dst, dstPort))
         if port is not None:
             # A port bound on a non-gateway address (a UDP forward's source).
             self.counters.increment("udp.bound")
-            port.protocol.datagramReceived(bytes(data), (socket.inet_ntoa(packet.src), srcPort))
+            self._deliverUDP(port, data, packet.src, srcPort)
         elif self.nat is not None:
-            self.nat.udpReceived(packet, srcPort, dstPort, data)
+            try:
+                self.nat.udpReceived(packet, srcPort, dstPort, data)
+            except Exception:
+                self.counters.failure("nat.udp", socket.inet_ntoa(packet.dst))
         else:
             self.counters.increment("drop.udp.noRoute")
+
+    def _deliverUDP(self, port, data, src, srcPort):
+        """
+        Hand a datagram to the protocol of a virtual UDP port; what it raises
+        is logged and counted, and costs this datagram only (as with
+        Twisted's own C{udp.Port}).
+        """
+        try:
+            port.protocol.datagramReceived(bytes(data), (socket.inet_ntoa(src), srcPort))
+        except Exception:
+            self.counters.failure("udp.service", f"port {port.port}")
 
     # -- frames out ---------------------------------------------------------
 
@@ -394,6 +480,8 @@ class VirtualNetwork:
         if pending[1] >= ARP_TRIES:
             del self._pending[dst]
             self.counters.increment("drop.arp.unresolved", len(pending[0]))
+            if self.tcp is not None:
+                self.tcp.unresolved(dst)
             return
         pending[1] += 1
         request = arp.build(arp.REQUEST, self._gwMAC, self._gwIP, b"\x00" * 6, dst)

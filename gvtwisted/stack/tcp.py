@@ -350,7 +350,8 @@ class TCPConnection:
         self._streamingProducer = False
         self._producerPaused = False
         self._feeding = False
-        self._linkPaused = False
+        # The LinkInterface the guest is behind, or None (not known yet).
+        self.link = None
         self._rtoDeferred = False
 
         self._timerKind = None
@@ -546,7 +547,7 @@ class TCPConnection:
         try:
             protocol.makeConnection(self)
         except BaseException:
-            self.log.failure("connectionMade of {protocol} failed", protocol=protocol)
+            self._protocolFailed("connectionMade")
             self._abortWith(Failure())
 
     def _failHandshake(self, exc):
@@ -1140,7 +1141,7 @@ class TCPConnection:
                 try:
                     protocol.dataReceived(data)
                 except BaseException:
-                    self.log.failure("dataReceived of {protocol} failed", protocol=protocol)
+                    self._protocolFailed("dataReceived")
                     self._abortWith(Failure())
                     return
                 if self.state is CLOSED:
@@ -1169,7 +1170,7 @@ class TCPConnection:
         try:
             halfCloseable.readConnectionLost()
         except BaseException:
-            self.log.failure("readConnectionLost of {protocol} failed", protocol=protocol)
+            self._protocolFailed("readConnectionLost")
             self._abortWith(Failure())
             return
         self._maybeFinish()
@@ -1624,10 +1625,7 @@ class TCPConnection:
                 try:
                     halfCloseable.writeConnectionLost()
                 except BaseException:
-                    self.log.failure(
-                        "writeConnectionLost of {protocol} failed",
-                        protocol=self.protocol,
-                    )
+                    self._protocolFailed("writeConnectionLost")
                     self._abortWith(Failure())
                     return
         self._maybeFinish()
@@ -1680,7 +1678,7 @@ class TCPConnection:
         try:
             protocol.connectionLost(reason)
         except BaseException:
-            self.log.failure("connectionLost of {protocol} failed", protocol=protocol)
+            self._protocolFailed("connectionLost")
 
     def _enterClosed(self, reason, notifyLater=False):
         """
@@ -1939,24 +1937,31 @@ class TCPConnection:
     # ------------------------------------------------------------------
     # The link toward the guest.
 
-    def linkPaused(self):
+    @property
+    def _linkPaused(self):
         """
-        The guest's link cannot take frames: emit no data segments (pure ACKs
-        still go) and do not spend retransmission tries.
+        Whether the guest's link cannot take frames now; if so this connection
+        joins the link's blocked set, and L{linkResumed} is called when the
+        link resumes. While paused no data segment goes out (pure ACKs still
+        do) and no retransmission try is spent.
         """
-        self._linkPaused = True
+        link = self.link
+        if link is None or not link.paused:
+            return False
+        link.block(self)
+        return True
 
     def linkResumed(self):
         """
         The link takes frames again: retransmit what timed out meanwhile, then
-        send what the windows allow.
+        send what the windows allow (each segment re-checks the link, which
+        may pause again on the way).
         """
-        if not self._linkPaused:
-            return
-        self._linkPaused = False
         if self.state is CLOSED:
             return
         if self._rtoDeferred:
+            if self._linkPaused:
+                return
             self._rtoDeferred = False
             self._rtoExpired()
             if self.state is CLOSED:
@@ -1965,6 +1970,19 @@ class TCPConnection:
         self._maybeIdleTimer()
 
     # ------------------------------------------------------------------
+
+    def _protocolFailed(self, callback):
+        """
+        The protocol's C{callback} raised: log it with its traceback (rate
+        limited through the counters, as C{error.tcp.protocol}); the caller
+        then costs this connection only.
+        """
+        counters = self.counters
+        if counters is not None:
+            counters.failure("tcp.protocol", f"{callback} of {self.protocol!r}")
+        else:
+            self.log.failure("{callback} of {protocol} failed", callback=callback,
+                             protocol=self.protocol)
 
     def _count(self, name, amount=1):
         counters = self.counters

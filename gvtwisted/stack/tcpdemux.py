@@ -10,7 +10,9 @@ any other address it goes to the NAT, which dials the real destination first and
 then accepts or refuses. Anything else that matches no connection is answered
 with RST, as RFC 9293 says for a closed port.
 
-Caps: C{maxConnections} connections in all; past it a SYN is refused (counted).
+Caps: C{maxConnections} connections in all, the guests' and those C{connectTCP}
+opens into them alike; past it a SYN is refused (counted) and C{connectTCP}
+fails.
 """
 
 import os
@@ -21,19 +23,21 @@ from zope.interface import implementer
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import (
-    CannotListenError, ConnectError, ConnectionRefusedError, TimeoutError, UserError,
+    CannotListenError, ConnectError, ConnectionLost, ConnectionRefusedError, TimeoutError,
+    UserError,
 )
 from twisted.internet.interfaces import IConnector, IListeningPort
 from twisted.python.failure import Failure
 
 from gvtwisted.stack.frames import TCPFrameSender
-from gvtwisted.stack.tcp import TCPConnection
+from gvtwisted.stack.tcp import SYN_PENDING, SYN_RCVD, SYN_SENT, TCPConnection
 from gvtwisted.wire import ipv4
 from gvtwisted.wire import tcp as wiretcp
 
 ANY = b"\x00\x00\x00\x00"
 LIMITED_BROADCAST = b"\xff\xff\xff\xff"
 EPHEMERAL = (32768, 60999)
+_HANDSHAKE = (SYN_PENDING, SYN_SENT, SYN_RCVD)
 
 
 @implementer(IListeningPort)
@@ -78,14 +82,15 @@ class VirtualConnector:
         C{clientConnectionFailed(UserError)}, as with Twisted's connectors.
         """
         conn = self.conn
-        if conn.state == "SYN_SENT":
+        if conn is not None and conn.state == "SYN_SENT":
             failed, conn.onConnectFailed = conn.onConnectFailed, None
             conn.abortConnection()
             if failed is not None:
                 failed(UserError())
 
     def disconnect(self):
-        self.conn.abortConnection()
+        if self.conn is not None:
+            self.conn.abortConnection()
 
     def connect(self):
         raise NotImplementedError("virtual connectors do not reconnect")
@@ -113,7 +118,8 @@ class TCPDemux:
         self.mss = network.config.mtu - 40
         self._conns = {}
         self._listeners = {}
-        self._paused = set()
+        # guest ip -> connections opened into it before its link was known.
+        self._unresolved = {}
         # The switch's batch of frames from one link read (absent on test doubles).
         self._batch = getattr(getattr(network, "switch", None), "batch", None)
         self._nextPort = EPHEMERAL[0] + int.from_bytes(os.urandom(2), "big") % (
@@ -144,8 +150,23 @@ class TCPDemux:
         localPort = bindAddress[1] if bindAddress is not None and bindAddress[1] else \
             self._ephemeral(local, remote, port)
         key = (remote, port, local, localPort)
-        conn = self._makeConnection(key)
         destination = self._address(host, port)
+        if len(self._conns) >= self.maxConnections:
+            # Connections into the guest count against the same cap as the
+            # guest's own: fail as Twisted's connectors do, asynchronously.
+            self.counters.complain("tcp.tooManyConnections", f"connect to {host}:{port}")
+            connector = VirtualConnector(self, None, factory, destination)
+            factory.doStart()
+            factory.startedConnecting(connector)
+            reason = Failure(ConnectError(string=f"{self.maxConnections} connections open"))
+
+            def refused():
+                factory.clientConnectionFailed(connector, reason)
+                factory.doStop()
+
+            self.reactor.callLater(0, refused)
+            return connector
+        conn = self._makeConnection(key)
         connector = VirtualConnector(self, conn, factory, destination)
         factory.doStart()
         factory.startedConnecting(connector)
@@ -190,6 +211,8 @@ class TCPDemux:
 
         protocol.connectionLost = lost
         conn.onConnectFailed = failed
+        if conn.link is None:
+            self._unresolved.setdefault(remote, set()).add(conn)
         conn.connect()
         return connector
 
@@ -229,6 +252,10 @@ class TCPDemux:
         key = (packet.src, seg.srcPort, packet.dst, seg.dstPort)
         conn = self._conns.get(key)
         if conn is not None:
+            if conn.link is None:
+                # An active open whose guest was unknown when it started.
+                self._attachLink(conn, packet.src)
+                self._resolved(conn, packet.src)
             if not conn.segmentReceived(seg):
                 return
             # A SYN reopened a 4-tuple in TIME_WAIT: the old connection closed
@@ -248,6 +275,11 @@ class TCPDemux:
             self.counters.complain("tcp.tooManyConnections")
             self._reset(packet, seg)
             return
+        if not local:
+            admits = getattr(self.nat, "admits", None)
+            if admits is not None and not admits(self.network.linkFor(packet.src)):
+                # Dropped: the guest retransmits its SYN.
+                return
         conn = self._makeConnection(key)
         conn.receiveSyn(seg)
         if local:
@@ -255,8 +287,13 @@ class TCPDemux:
                 self._listeners.get((ANY, seg.dstPort))
             protocol = None
             if listener is not None:
-                protocol = listener.factory.buildProtocol(
-                    IPv4Address("TCP", socket.inet_ntoa(packet.src), seg.srcPort))
+                try:
+                    protocol = listener.factory.buildProtocol(
+                        IPv4Address("TCP", socket.inet_ntoa(packet.src), seg.srcPort))
+                except Exception:
+                    # A factory that raises costs this connection only.
+                    self.counters.failure("tcp.buildProtocol", f"port {seg.dstPort}")
+                    protocol = None
             if protocol is None:
                 self.counters.increment("tcp.refusedLocal")
                 conn.refuse()
@@ -264,7 +301,11 @@ class TCPDemux:
             conn.setProtocol(protocol)
             conn.acceptSyn()
         elif self.nat is not None:
-            self.nat.tcpSyn(conn)
+            try:
+                self.nat.tcpSyn(conn)
+            except Exception:
+                self.counters.failure("nat.tcp", conn.localAddr[0])
+                conn.abortConnection()
         else:
             conn.refuse()
 
@@ -284,19 +325,47 @@ class TCPDemux:
         conn.batch = self._batch
         self._conns[key] = conn
         self.counters.increment("tcp.connectionsOpened")
-        port = self._portOf(remote)
-        if port is not None and port in self._paused:
-            conn.linkPaused()
+        self._attachLink(conn, remote)
         return conn
+
+    def _attachLink(self, conn, remote):
+        link = self.network.linkFor(remote)
+        if link is not None:
+            link.addConnection(conn)
+
+    def _resolved(self, conn, remote):
+        waiting = self._unresolved.get(remote)
+        if waiting is not None:
+            waiting.discard(conn)
+            if not waiting:
+                del self._unresolved[remote]
+
+    def unresolved(self, remote):
+        """
+        ARP for the guest address C{remote} went unanswered: the connections
+        opened into it that are still waiting for their SYN-ACK fail now (a
+        forwarder then resets its host client) instead of after their
+        timeout.
+        """
+        for conn in list(self._unresolved.pop(remote, ())):
+            if conn.state is SYN_SENT:
+                self.counters.increment("tcp.unresolvedGuest")
+                conn._failHandshake(ConnectError(
+                    string=f"no guest answers for {socket.inet_ntoa(remote)}"))
 
     def _closed(self, key, conn):
         if self._conns.get(key) is conn:
             del self._conns[key]
+        if conn.link is None:
+            self._resolved(conn, key[0])
+        link = conn.link
+        if link is not None:
+            link.removeConnection(conn)
 
     def _forget(self, conn):
         for key, c in list(self._conns.items()):
             if c is conn:
-                del self._conns[key]
+                self._closed(key, conn)
 
     def _reset(self, packet, seg):
         """
@@ -317,23 +386,23 @@ class TCPDemux:
     def connectionCount(self):
         return len(self._conns)
 
-    # -- backpressure from links -------------------------------------------
+    # -- the guest's link ------------------------------------------------------
 
-    def _portOf(self, remote):
-        mac = self.network.macFor(remote)
-        return self.network.switch.portFor(mac) if mac is not None else None
-
-    def linkPaused(self, port):
-        self._paused.add(port)
-        for (remote, _, _, _), conn in list(self._conns.items()):
-            if self._portOf(remote) is port:
-                conn.linkPaused()
-
-    def linkResumed(self, port):
-        self._paused.discard(port)
-        for (remote, _, _, _), conn in list(self._conns.items()):
-            if self._portOf(remote) is port:
-                conn.linkResumed()
+    def linkExpired(self, iface):
+        """
+        The link C{iface} stayed down for its whole grace period: abort every
+        connection whose guest was behind it. A connection still in its
+        handshake fails as if unanswered (a NAT dial in flight is cancelled);
+        an open one is aborted, so its protocol (and the host socket a NAT
+        connection splices it to) is closed.
+        """
+        for conn in list(iface.conns):
+            iface.removeConnection(conn)
+            self.counters.increment("tcp.abortedLinkGone")
+            if conn.state in _HANDSHAKE:
+                conn._failHandshake(ConnectionLost("the guest's link is gone"))
+            else:
+                conn.abortConnection()
 
 
 __all__ = ["TCPDemux", "VirtualTCPPort", "VirtualConnector",

@@ -79,6 +79,10 @@ class TCP6Demux(TCPDemux):
         key = (packet.src, seg.srcPort, packet.dst, seg.dstPort)
         conn = self._conns.get(key)
         if conn is not None:
+            if conn.link is None:
+                # An active open whose guest was unknown when it started.
+                self._attachLink(conn, packet.src)
+                self._resolved(conn, packet.src)
             if not conn.segmentReceived(seg):
                 return
         flags = seg.flags
@@ -94,6 +98,11 @@ class TCP6Demux(TCPDemux):
             self.counters.complain("tcp.tooManyConnections")
             self._reset(packet, seg)
             return
+        if not local:
+            admits = getattr(self.nat, "admits", None)
+            if admits is not None and not admits(self.network.linkFor(packet.src)):
+                # Past the link's dial cap: dropped, the guest retransmits.
+                return
         conn = self._makeConnection(key)
         conn.receiveSyn(seg)
         if local:
@@ -101,8 +110,13 @@ class TCP6Demux(TCPDemux):
                 self._listeners.get((ANY6, seg.dstPort))
             protocol = None
             if listener is not None:
-                protocol = listener.factory.buildProtocol(
-                    IPv6Address("TCP", _text(packet.src), seg.srcPort))
+                try:
+                    protocol = listener.factory.buildProtocol(
+                        IPv6Address("TCP", _text(packet.src), seg.srcPort))
+                except Exception:
+                    # A factory that raises costs this connection only.
+                    self.counters.failure("tcp6.buildProtocol", f"port {seg.dstPort}")
+                    protocol = None
             if protocol is None:
                 self.counters.increment("tcp6.refusedLocal")
                 conn.refuse()
@@ -110,7 +124,11 @@ class TCP6Demux(TCPDemux):
             conn.setProtocol(protocol)
             conn.acceptSyn()
         elif self.nat is not None:
-            self.nat.tcpSyn(conn)
+            try:
+                self.nat.tcpSyn(conn)
+            except Exception:
+                self.counters.failure("nat66.tcp", conn.localAddr[0])
+                conn.abortConnection()
         else:
             conn.refuse()
 
@@ -130,9 +148,9 @@ class TCP6Demux(TCPDemux):
         conn.batch = self._batch
         self._conns[key] = conn
         self.counters.increment("tcp6.connectionsOpened")
-        port = self._portOf(remote)
-        if port is not None and port in self._paused:
-            conn.linkPaused()
+        # The guest's link interface owns the connection: its pause state
+        # and its end (a link gone past its grace period) reach it there.
+        self._attachLink(conn, remote)
         return conn
 
     def _reset(self, packet, seg):
