@@ -7,8 +7,11 @@ static lease) = second, host = last usable address.
 import ipaddress
 
 from gvtwisted.wire.ethernet import parseMAC
+from gvtwisted.wire.ipv6 import linkLocalFromMAC
 
 DEFAULT_SUBNET = "192.168.127.0/24"
+#: A unique local prefix (RFC 4193) that spells the IPv4 default.
+DEFAULT_SUBNET6 = "fd00:192:168:127::/64"
 DEFAULT_GATEWAY_MAC = "5a:94:ef:e4:0c:dd"
 DEFAULT_DEVICE_MAC = "5a:94:ef:e4:0c:ee"
 DEFAULT_MTU = 1500
@@ -30,11 +33,19 @@ class NetworkConfig:
 
     IP addresses are kept both as L{ipaddress.IPv4Address} (for humans) and as
     4-byte strings (for the data path): C{gatewayIP} / C{gatewayIPBytes} etc.
+
+    IPv6 (unless C{ipv6} is false): the /64 C{subnet6}, the gateway at its
+    C{::1} and at the link-local address SLAAC derives from the gateway MAC
+    (C{gatewayLinkLocal6}), the host at C{::fe} (standing for the host's
+    C{::1} as the IPv4 host address stands for 127.0.0.1) and the device's
+    static DHCPv6 address C{::2}; as L{ipaddress.IPv6Address} and as 16-byte
+    strings (C{gatewayIP6Bytes} etc.). With C{ipv6} false they are L{None}.
     """
 
     def __init__(self, subnet=DEFAULT_SUBNET, gatewayIP=None, hostIP=None,
                  deviceIP=None, gatewayMAC=DEFAULT_GATEWAY_MAC,
-                 deviceMAC=DEFAULT_DEVICE_MAC, mtu=DEFAULT_MTU, *, staticLeases=None,
+                 deviceMAC=DEFAULT_DEVICE_MAC, mtu=DEFAULT_MTU,
+                 subnet6=DEFAULT_SUBNET6, ipv6=True, *, staticLeases=None,
                  nat=None, virtualIPs=None, zones=None, searchDomains=None,
                  vpnkitMACs=None):
         try:
@@ -76,7 +87,47 @@ class NetworkConfig:
         self.broadcastIPBytes = self.subnet.broadcast_address.packed
         self.networkInt = int(self.subnet.network_address)
         self.netmaskInt = int(self.subnet.netmask)
+        self.ipv6 = bool(ipv6)
+        self.subnet6 = self.gatewayIP6 = self.hostIP6 = self.deviceIP6 = None
+        self.gatewayLinkLocal6 = None
+        self.gatewayIP6Bytes = self.hostIP6Bytes = self.deviceIP6Bytes = None
+        self.gatewayLinkLocal6Bytes = self.prefix6Bytes = None
+        if self.ipv6:
+            self._configureIPv6(subnet6)
+
         self._extras(staticLeases, nat, virtualIPs, zones, searchDomains, vpnkitMACs)
+
+    def _configureIPv6(self, subnet6):
+        try:
+            self.subnet6 = ipaddress.IPv6Network(subnet6, strict=False)
+        except ValueError as e:
+            raise ConfigError(f"--subnet6 {subnet6!r} is not an IPv6 network: {e}") from None
+        if self.subnet6.prefixlen != 64:
+            raise ConfigError(
+                f"--subnet6 {subnet6} must be a /64: guests form their addresses "
+                "from a 64-bit interface identifier (SLAAC)")
+        network = self.subnet6.network_address
+        if (network.is_multicast or network.is_link_local or network.is_loopback
+                or network.is_unspecified or network.ipv4_mapped is not None):
+            raise ConfigError(
+                f"--subnet6 {subnet6} is not a unicast prefix a guest can use "
+                "(multicast, link-local, loopback and IPv4-mapped are not)")
+        self.gatewayIP6 = network + 1
+        self.deviceIP6 = network + 2
+        self.hostIP6 = network + 0xFE
+        self.gatewayLinkLocal6 = ipaddress.IPv6Address(linkLocalFromMAC(self.gatewayMAC))
+        self.prefix6Bytes = network.packed
+        self.gatewayIP6Bytes = self.gatewayIP6.packed
+        self.deviceIP6Bytes = self.deviceIP6.packed
+        self.hostIP6Bytes = self.hostIP6.packed
+        self.gatewayLinkLocal6Bytes = self.gatewayLinkLocal6.packed
+
+    def inSubnet6(self, ip: bytes) -> bool:
+        """
+        Whether a 16-byte address is inside the IPv6 subnet (never, with
+        IPv6 off).
+        """
+        return self.prefix6Bytes is not None and ip[:8] == self.prefix6Bytes[:8]
 
     def _extras(self, staticLeases, nat, virtualIPs, zones, searchDomains, vpnkitMACs):
         """

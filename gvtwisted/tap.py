@@ -17,7 +17,7 @@ from twisted.python import usage
 
 from gvtwisted.config import (
     DEFAULT_DEVICE_MAC, DEFAULT_GATEWAY_MAC, DEFAULT_MTU, DEFAULT_SUBNET,
-    MAX_MTU, ConfigError, NetworkConfig,
+    DEFAULT_SUBNET6, MAX_MTU, ConfigError, NetworkConfig,
 )
 from gvtwisted.link.endpoints import serverEndpointString, unixPath
 from gvtwisted.link.listeners import LinkFactory
@@ -58,6 +58,9 @@ class Options(usage.Options):
     optParameters = [
         ["vsock-port", None, None, "Listen for guests on this vsock port (same as --listen vsock:N)."],
         ["subnet", None, DEFAULT_SUBNET, "The virtual network (a /29 or larger)."],
+        ["subnet6", None, DEFAULT_SUBNET6, "The IPv6 network (a /64): gateway ::1 (and the "
+                                           "link-local address of its MAC), guest ::2 (static "
+                                           "DHCPv6 lease), host ::fe for the host's ::1."],
         ["gateway-ip", None, None, "The gateway's address (default: first usable)."],
         ["host-ip", None, None, "The address that reaches the host's 127.0.0.1 (default: last usable)."],
         ["device-ip", None, None, "The guest's static DHCP lease (default: second usable)."],
@@ -93,6 +96,7 @@ class Options(usage.Options):
         ["debug", None, "Log every dropped frame and bad input (normally at most one line per reason every 10 s)."],
         ["no-dns", None, "Serve no DNS at the gateway (DHCP then offers no DNS server)."],
         ["no-host-loopback", None, "Refuse the guest's traffic to the host address instead of reaching the host's 127.0.0.1."],
+        ["no-ipv6", None, "No IPv6 at all: no router advertisements, neighbor discovery or DHCPv6."],
         ["ec2-metadata-access", None, "Let the guest reach 169.254.0.0/16."],
         ["listen-stdio", None, "One guest link on stdin/stdout (frames with a 2-byte "
                                "little-endian length). Needs -n and --logfile FILE (or "
@@ -279,7 +283,8 @@ class Options(usage.Options):
                 subnet=self["subnet"], gatewayIP=self["gateway-ip"],
                 hostIP=self["host-ip"], deviceIP=self["device-ip"],
                 gatewayMAC=self["gateway-mac"], deviceMAC=self["device-mac"],
-                mtu=self["mtu"], **self.get("network-extras", {}),
+                mtu=self["mtu"], subnet6=self["subnet6"], ipv6=not self["no-ipv6"],
+                **self.get("network-extras", {}),
             )
             from gvtwisted.services.ssh.forward import socketForwards
 

@@ -58,5 +58,33 @@ class AssemblyTests(SynchronousTestCase):
         """
         self.assertEqual(self.build(maxConnections=7).tcp.maxConnections, 7)
 
+    def test_ipv6Zones(self):
+        """
+        With IPv6 the local zones name the gateway's and the host's IPv6
+        addresses too (the host's not with --no-host-loopback); with
+        --no-ipv6 they are gvproxy's.
+        """
+        records = self.build().dns.zones.all()[0]["Records"]
+        self.assertIn({"Name": "gateway", "IP": "fd00:192:168:127::1"}, records)
+        self.assertIn({"Name": "host", "IP": "fd00:192:168:127::fe"}, records)
+        records = self.build(hostLoopback=False).dns.zones.all()[0]["Records"]
+        self.assertNotIn({"Name": "host", "IP": "fd00:192:168:127::fe"}, records)
+        self.assertEqual(records[:2], [{"Name": "gateway", "IP": "192.168.127.1"},
+                                       {"Name": "host", "IP": "192.168.127.254"}])
+        gvtap = Gvtap(MemoryReactorClock(), NetworkConfig(ipv6=False), resolvConf=os.devnull)
+        self.addCleanup(gvtap.stop)
+        self.assertEqual(len(gvtap.dns.zones.all()[0]["Records"]), 2)
+
+    def test_ipv6Services(self):
+        """
+        DNS (UDP and TCP) and the guest API listen on the gateway's IPv6
+        address; DHCPv6 on 547.
+        """
+        gvtap = self.build()
+        gw6 = NetworkConfig().gatewayIP6Bytes
+        self.assertIn((gw6, 53), gvtap.ipv6._udpPorts)
+        self.assertIn((None, 547), gvtap.ipv6._udpPorts)
+        self.assertIn((gw6, 53), gvtap.tcp6._listeners)
+        self.assertIn((gw6, 80), gvtap.tcp6._listeners)
 
 verifyingVariants(globals())

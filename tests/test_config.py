@@ -224,3 +224,99 @@ class OptionsTests(SynchronousTestCase):
         for args, fragment in cases:
             message = self.assertExits(*(listen + args))
             self.assertIn(fragment, message, args)
+
+
+class IPv6ConfigTests(SynchronousTestCase):
+    """
+    L{NetworkConfig} derives the IPv6 addresses from C{subnet6} and refuses
+    prefixes that guests cannot use; C{--subnet6} and C{--no-ipv6} reach it.
+    """
+
+    def test_defaults(self):
+        """
+        fd00:192:168:127::/64 with gateway ::1, device ::2, host ::fe and the
+        gateway's link-local address from its MAC (EUI-64).
+        """
+        c = NetworkConfig()
+        self.assertTrue(c.ipv6)
+        self.assertEqual(str(c.subnet6), "fd00:192:168:127::/64")
+        self.assertEqual((str(c.gatewayIP6), str(c.deviceIP6), str(c.hostIP6)),
+                         ("fd00:192:168:127::1", "fd00:192:168:127::2", "fd00:192:168:127::fe"))
+        self.assertEqual(str(c.gatewayLinkLocal6), "fe80::5894:efff:fee4:cdd")
+        self.assertEqual(c.gatewayIP6Bytes, ipaddress.IPv6Address("fd00:192:168:127::1").packed)
+        self.assertEqual(c.hostIP6Bytes, ipaddress.IPv6Address("fd00:192:168:127::fe").packed)
+        self.assertEqual(c.deviceIP6Bytes, ipaddress.IPv6Address("fd00:192:168:127::2").packed)
+        self.assertEqual(c.gatewayLinkLocal6Bytes,
+                         ipaddress.IPv6Address("fe80::5894:efff:fee4:cdd").packed)
+
+    def test_linkLocalFollowsMAC(self):
+        """
+        Another gateway MAC gives another link-local address.
+        """
+        c = NetworkConfig(gatewayMAC="02:00:00:00:00:01")
+        self.assertEqual(str(c.gatewayLinkLocal6), "fe80::ff:fe00:1")
+
+    def test_otherSubnet(self):
+        """
+        A subnet written with host bits means its /64.
+        """
+        c = NetworkConfig(subnet6="2001:db8:1:2::77/64")
+        self.assertEqual(str(c.subnet6), "2001:db8:1:2::/64")
+        self.assertEqual(str(c.hostIP6), "2001:db8:1:2::fe")
+
+    def test_inSubnet6(self):
+        """
+        C{inSubnet6} tests a 16-byte address against the prefix.
+        """
+        c = NetworkConfig()
+        self.assertTrue(c.inSubnet6(ipaddress.IPv6Address("fd00:192:168:127::1234").packed))
+        self.assertFalse(c.inSubnet6(ipaddress.IPv6Address("fd00:192:168:128::1").packed))
+        self.assertFalse(NetworkConfig(ipv6=False).inSubnet6(c.gatewayIP6Bytes))
+
+    def test_disabled(self):
+        """
+        With IPv6 off no IPv6 address exists, and a bad C{subnet6} is not
+        even looked at.
+        """
+        c = NetworkConfig(ipv6=False, subnet6="nonsense")
+        self.assertFalse(c.ipv6)
+        self.assertIsNone(c.subnet6)
+        self.assertIsNone(c.gatewayIP6Bytes)
+        self.assertIsNone(c.gatewayLinkLocal6Bytes)
+
+    def test_errors(self):
+        """
+        Each unusable prefix raises one line naming C{--subnet6} and why.
+        """
+        cases = [
+            ("nonsense", "not an IPv6 network"),
+            ("192.168.0.0/24", "not an IPv6 network"),
+            ("fd00::/48", "/64"),
+            ("fd00::/80", "/64"),
+            ("fe80::/64", "unicast"),
+            ("ff02::/64", "unicast"),
+            ("::/64", "unicast"),
+        ]
+        for subnet6, fragment in cases:
+            with self.assertRaises(ConfigError, msg=subnet6) as ctx:
+                NetworkConfig(subnet6=subnet6)
+            message = str(ctx.exception)
+            self.assertIn("--subnet6", message)
+            self.assertIn(fragment, message, subnet6)
+            self.assertNotIn("\n", message)
+
+    def test_options(self):
+        """
+        C{--subnet6} and C{--no-ipv6} reach the configuration; a bad prefix
+        exits with one C{gvtap:} line.
+        """
+        options = Options()
+        options.parseOptions(["--listen", "tcp:1024", "--subnet6", "2001:db8::/64"])
+        self.assertEqual(str(options["config"].gatewayIP6), "2001:db8::1")
+        options = Options()
+        options.parseOptions(["--listen", "tcp:1024", "--no-ipv6"])
+        self.assertFalse(options["config"].ipv6)
+        options = Options()
+        with self.assertRaises(SystemExit) as ctx:
+            options.parseOptions(["--listen", "tcp:1024", "--subnet6", "fd00::/56"])
+        self.assertTrue(ctx.exception.code.startswith("gvtap: --subnet6"), ctx.exception.code)

@@ -1963,3 +1963,67 @@ class ForwardingTests(_LoopbackMixin, unittest.TestCase):
         m = yield self.query(port, "which.example.test")
         self.assertEqual(m.answers[0].payload.dottedQuad(), "192.0.2.2")
         self.assertEqual((len(first.queries), len(second.queries)), (1, 1))
+
+
+class IPv6ZoneTests(unittest.SynchronousTestCase):
+    """
+    With IPv6 addresses, the local zones answer AAAA for the gateway and the
+    host, and A answers are unchanged.
+    """
+
+    GATEWAY6 = "fd00:192:168:127::1"
+    HOST6 = "fd00:192:168:127::fe"
+
+    def service(self):
+        return localService(defaultZones(GATEWAY, HOST, self.GATEWAY6, self.HOST6))
+
+    def test_aaaa(self):
+        """
+        AAAA for gateway and host in both zones gives the IPv6 addresses,
+        with TTL 0.
+        """
+        svc = self.service()
+        for zone in ("containers.internal", "docker.internal"):
+            for name, expected in (("gateway", self.GATEWAY6), ("host", self.HOST6)):
+                answer = ask(svc, f"{name}.{zone}", dns.AAAA)
+                self.assertEqual(answer.rCode, dns.OK)
+                self.assertEqual([(rr.type, rr.payload._address, rr.ttl) for rr in answer.answers],
+                                 [(dns.AAAA, expected, 0)])
+
+    def test_aUnchanged(self):
+        """
+        A queries get exactly the IPv4 address, as without IPv6.
+        """
+        svc = self.service()
+        self.assertEqual(addresses(ask(svc, "gateway.containers.internal")), [GATEWAY])
+        self.assertEqual(len(ask(svc, "host.docker.internal").answers), 1)
+
+    def test_any(self):
+        """
+        ANY gets both.
+        """
+        answer = ask(self.service(), "gateway.containers.internal", dns.ALL_RECORDS)
+        self.assertEqual(sorted(rr.type for rr in answer.answers), [dns.A, dns.AAAA])
+
+    def test_withoutIPv6(self):
+        """
+        Without IPv6 addresses, AAAA is NOERROR with no answer (as before).
+        """
+        answer = ask(localService(), "gateway.containers.internal", dns.AAAA)
+        self.assertEqual((answer.rCode, answer.answers), (dns.OK, []))
+
+    def test_firstOfEachFamily(self):
+        """
+        The first matching record of each family answers; a third record is
+        not consulted.
+        """
+        zones = [{"Name": "z.test.", "Records": [
+            {"Name": "a", "IP": "2001:db8::1"},
+            {"Regexp": "^a$", "IP": "2001:db8::2"},
+            {"Name": "a", "IP": "192.0.2.1"},
+            {"Name": "a", "IP": "192.0.2.2"},
+        ]}]
+        svc = localService(zones)
+        self.assertEqual(addresses(ask(svc, "a.z.test")), ["192.0.2.1"])
+        self.assertEqual([rr.payload._address for rr in ask(svc, "a.z.test", dns.AAAA).answers],
+                         ["2001:db8::1"])

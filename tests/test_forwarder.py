@@ -725,3 +725,80 @@ class RealSocketTests(TestCase):
                              [("192.168.127.2", 80)] * len(addresses))
 
         return task.deferLater(reactor, 0, dialled)
+
+class IPv6ForwardTests(SynchronousTestCase):
+    """
+    Forwards with IPv6: remotes on the guest's IPv6 addresses, and the
+    source address a client of either family shows the guest.
+    """
+
+    def setUp(self):
+        self.network = FakeNetwork()
+        self.network6 = FakeNetwork()
+        self.network.ipv6 = self.network6
+        self.network6.tcp = self.network6
+        self.manager = ForwarderManager(ForwardReactor(), self.network, Counters())
+
+    def test_remote(self):
+        """
+        C{[v6]:PORT} is a remote, in its compressed form.
+        """
+        self.assertEqual(parseRemote("[fd00:192:168:127:0::2]:80", "tcp"),
+                         ("fd00:192:168:127::2", 80))
+        self.assertEqual(parseRemote("tcp://[fd00:192:168:127::2]:22", "unix"),
+                         ("fd00:192:168:127::2", 22))
+        self.assertEqual(parseRemote("[fd00:192:168:127::2]:53", "udp"),
+                         ("fd00:192:168:127::2", 53))
+        self.assertRaises(ForwardSpecError, parseRemote, "fd00::2:80", "tcp")
+
+    def test_sourceAddress(self):
+        """
+        The client's own address when it is of the remote's family and not
+        loopback or on the guests' link; an IPv4 client on a dual-stack
+        socket (::ffff:a.b.c.d) counts as IPv4.
+        """
+        source = self.manager.sourceAddress
+        self.assertEqual(source("::ffff:10.203.0.2"), "10.203.0.2")
+        self.assertIsNone(source("::ffff:127.0.0.1"))
+        self.assertIsNone(source("2001:db8::5"))
+        self.assertEqual(source("2001:db8::5", "fd00:192:168:127::2"), "2001:db8::5")
+        self.assertIsNone(source("::1", "fd00:192:168:127::2"))
+        self.assertIsNone(source("fe80::1%eth0", "fd00:192:168:127::2"))
+        self.assertIsNone(source("fd00:192:168:127::9", "fd00:192:168:127::2"))
+        self.assertIsNone(source("10.203.0.2", "fd00:192:168:127::2"))
+
+    def test_connectsOverIPv6(self):
+        """
+        A connection to an IPv6 forward is dialled on the IPv6 side, from
+        the client's address when it may be shown.
+        """
+        from twisted.internet.address import IPv6Address
+
+        self.successResultOf(self.manager.expose("[::1]:8080", "[fd00:192:168:127::2]:80"))
+        [port] = self.manager.reactor.ports
+        self.assertEqual(port.interface, "::1")
+        port.factory.buildProtocol(IPv6Address("TCP", "2001:db8::5", 5555))
+        port.factory.buildProtocol(IPv6Address("TCP", "::1", 5556))
+        self.assertEqual(self.network.connects, [])
+        self.assertEqual([(h, p, b) for h, p, _, b, _ in self.network6.connects],
+                         [("fd00:192:168:127::2", 80, ("2001:db8::5", 0)),
+                          ("fd00:192:168:127::2", 80, None)])
+
+    def test_udpOverIPv6(self):
+        """
+        A UDP forward to an IPv6 remote binds each flow's virtual port on the
+        IPv6 side: on the host address ::fe for a loopback client, on a real
+        client's own IPv6 address otherwise.
+        """
+        self.successResultOf(self.manager.expose("[::1]:5353", "[fd00:192:168:127::2]:53", "udp"))
+        [port] = self.manager.reactor.ports
+        self.assertEqual((port.kind, port.interface), ("UDP", "::1"))
+        forward = port.factory
+        forward.datagramReceived(b"q", ("::1", 1000, 0, 0))
+        forward.datagramReceived(b"r", ("2001:db8::5", 1000, 0, 0))
+        self.assertEqual(self.network.udpPorts, {})
+        self.assertEqual(sorted(i for i, _ in self.network6.udpPorts),
+                         ["2001:db8::5", "fd00:192:168:127::fe"])
+        sent = sorted(p.sent for p in self.network6.udpPorts.values())
+        self.assertEqual(sent, [[(b"q", ("fd00:192:168:127::2", 53))],
+                                [(b"r", ("fd00:192:168:127::2", 53))]])

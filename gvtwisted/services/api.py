@@ -149,11 +149,11 @@ class ExposeResource(_Route):
             client = request.getClientAddress()
             host = getattr(client, "host", None)
             try:
-                ipaddress.IPv4Address(host)
-            except ValueError:
+                ip = ipaddress.ip_address(host)
+            except (ValueError, TypeError):
                 return writeError(request, 400, f"remote: {remote!r} means the caller's IP, and "
-                                                "this connection has no IPv4 address")
-            remote = host + remote
+                                                "this connection has no IP address")
+            remote = (f"[{ip}]" if ip.version == 6 else str(ip)) + remote
         return _finishLater(request, self.gvtap.forwarder.expose(local, remote, protocol or "tcp"),
                             "expose")
 

@@ -14,7 +14,10 @@ Facts of gvproxy (gvisor-tap-vsock, pkg/services/dns) that this module keeps:
    C{gateway.containers.internal.}) is compared with each record in order: equal
    to a non-empty C{Name}, or matched anywhere by C{Regexp} (Go's C{MatchString}
    is a search, like Python's C{re.search}). The first record that matches gives
-   the one answer; else C{DefaultIP}; else NXDOMAIN.
+   the one answer; else C{DefaultIP}; else NXDOMAIN. (We add: a later
+   matching record of the other address family answers the other query type,
+   so that C{gateway} can have both an A and an AAAA record; A answers are
+   unchanged.)
  - Local answers have TTL 0.
  - Adding a zone whose name exists replaces that zone with the new one, whose
    records are the new records followed by the old ones (the new C{DefaultIP}
@@ -49,20 +52,19 @@ from gvtwisted.services import dns_wire as wire
 _MAX_NAME = 253
 
 
-def defaultZones(gatewayIP: str, hostIP: str) -> list:
+def defaultZones(gatewayIP: str, hostIP: str, gatewayIP6=None, hostIP6=None) -> list:
     """
     The zones gvproxy serves out of the box: C{containers.internal.} and
-    C{docker.internal.}, each naming the gateway and the host.
+    C{docker.internal.}, each naming the gateway and the host; with IPv6
+    addresses, their AAAA records follow the A ones.
     """
+    records = [{"Name": "gateway", "IP": str(gatewayIP)}, {"Name": "host", "IP": str(hostIP)}]
+    if gatewayIP6 is not None:
+        records.append({"Name": "gateway", "IP": str(gatewayIP6)})
+    if hostIP6 is not None:
+        records.append({"Name": "host", "IP": str(hostIP6)})
     return [
-        {
-            "Name": zone,
-            "Records": [
-                {"Name": "gateway", "IP": str(gatewayIP)},
-                {"Name": "host", "IP": str(hostIP)},
-            ],
-            "DefaultIP": "",
-        }
+        {"Name": zone, "Records": [dict(r) for r in records], "DefaultIP": ""}
         for zone in ("containers.internal.", "docker.internal.")
     ]
 
@@ -271,9 +273,11 @@ class DNSZones:
         @param key: the name in lower case, no final dot.
         @param text: the same name as received (letter case kept), which
             regular expressions see first.
-        @return: L{None} if no zone holds the name; else C{(zone, ip)} where
-            C{ip} is the address for the name, C{"apex"} for the zone's own name,
-            or L{None} if the name does not exist.
+        @return: L{None} if no zone holds the name; else C{(zone, ips)} where
+            C{ips} is a list of the addresses for the name (the first matching
+            record's, and the first later matching record's of the other
+            address family), C{"apex"} for the zone's own name, or L{None} if
+            the name does not exist.
         """
         for zone in self._zones:
             n = zone.relative(key)
@@ -282,10 +286,17 @@ class DNSZones:
             if n == 0 and zone.key:
                 return zone, "apex"
             relative = text[:n]
+            ips = []
             for record in zone.records:
                 if record.matches(relative):
-                    return zone, record.ip
-            return zone, zone.defaultIP
+                    if not ips:
+                        ips.append(record.ip)
+                    elif record.ip.version != ips[0].version:
+                        ips.append(record.ip)
+                        break
+            if ips:
+                return zone, ips
+            return zone, [zone.defaultIP] if zone.defaultIP else None
         return None
 
     def reverse(self, ip) -> list:
@@ -407,7 +418,7 @@ class LocalResolver(common.ResolverBase):
                 if qtype in (wire.TYPE_SOA, wire.TYPE_ANY):
                     return LocalAnswer(wire.NOERROR, answers=[soa])
                 return LocalAnswer(wire.NOERROR, authority=[soa])
-            answers = self._addresses(owner, [ip], qtype)
+            answers = self._addresses(owner, ip, qtype)
             return LocalAnswer(wire.NOERROR, answers, [] if answers else [soa])
 
         table = self.hosts() if self.hosts is not None else None

@@ -114,9 +114,9 @@ def parseRemote(text: str, protocol: str):
             text = rest.rstrip("/")
     host, port = parseHostPort(text, "remote")
     try:
-        ip = ipaddress.IPv4Address(host)
+        ip = ipaddress.ip_address(host)
     except ValueError:
-        raise ForwardSpecError(f"remote: {host!r} is not an IPv4 address") from None
+        raise ForwardSpecError(f"remote: {host!r} is not an IP address") from None
     return str(ip), port
 
 
@@ -217,10 +217,10 @@ class _StreamForwardFactory(Factory):
         hostSide = _HostSide(counters, "forward.tcp.bytesToGuest")
         guestSide = _GuestSide(counters, "forward.tcp.bytesFromGuest")
         splice(hostSide, guestSide)
-        source = manager.sourceAddress(getattr(addr, "host", None))
+        source = manager.sourceAddress(getattr(addr, "host", None), self.remoteIP)
         bindAddress = (source, 0) if source is not None else None
         try:
-            hostSide.connector = manager.network.connectTCP(
+            hostSide.connector = manager.connectTCP(
                 self.remoteIP, self.remotePort,
                 _GuestFactory(guestSide, hostSide, counters),
                 timeout=manager.connectTimeout, bindAddress=bindAddress)
@@ -295,7 +295,10 @@ class _UDPForward(DatagramProtocol):
             oldest = next(iter(self.flows))
             manager.counters.increment("forward.udp.flowsEvicted")
             self._close(self.flows[oldest])
-        source = manager.sourceAddress(client[0]) or str(manager.network.config.hostIP)
+        remoteIP = self.remote[0]
+        config = manager.network.config
+        source = manager.sourceAddress(client[0], remoteIP) or str(
+            config.hostIP6 if ":" in remoteIP else config.hostIP)
         flow = _UDPFlow(client, None, now)
         port = manager.bindVirtualUDP(_GuestUDPProtocol(self, flow), source)
         if port is None:
@@ -435,29 +438,41 @@ class ForwarderManager:
 
     # -- helpers for the forwards ---------------------------------------------------
 
-    def sourceAddress(self, clientHost):
+    def sourceAddress(self, clientHost, remote=None):
         """
         The address a forwarded client's traffic shows the guest: the client's
-        own IPv4 address, or L{None} (the host address) for loopback, IPv6,
-        unix clients and addresses the guest would take for its own subnet.
+        own address when it is of the family of the guest address C{remote}
+        (IPv4 by default; an IPv4 client on a dual-stack socket counts as
+        IPv4), or L{None} (the host address) for loopback, unix clients, the
+        other family, and addresses the guest would take for its own link.
         """
         if not clientHost:
             return None
         try:
-            ip = ipaddress.IPv4Address(clientHost)
+            ip = ipaddress.ip_address(clientHost.split("%")[0])
         except ValueError:
-            # An IPv4 client of a dual-stack socket: ::ffff:a.b.c.d.
-            try:
-                ip = ipaddress.IPv6Address(clientHost).ipv4_mapped
-            except ValueError:
-                return None
-            if ip is None:
-                return None
-        if ip.is_loopback or ip.is_unspecified or ip.is_multicast or ip.is_link_local \
-                or ip == ipaddress.IPv4Address("255.255.255.255") \
-                or ip in self.network.config.subnet:
+            return None
+        if ip.version == 6 and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        config = self.network.config
+        wanted = 6 if remote is not None and ":" in remote else 4
+        if ip.version != wanted or ip.is_loopback or ip.is_unspecified or ip.is_multicast \
+                or ip.is_link_local or ip == ipaddress.IPv4Address("255.255.255.255"):
+            return None
+        if ip in (config.subnet if wanted == 4 else config.subnet6):
             return None
         return str(ip)
+
+    def connectTCP(self, host, port, factory, timeout=30, bindAddress=None):
+        """
+        Open a connection into the guest at C{host} (of either family).
+        """
+        if ":" in host:
+            gateway = getattr(self.network, "ipv6", None)
+            if gateway is None or gateway.tcp is None:
+                raise ForwardError(f"no IPv6 in the network to reach [{host}]")
+            return gateway.tcp.connectTCP(host, port, factory, timeout, bindAddress)
+        return self.network.connectTCP(host, port, factory, timeout, bindAddress)
 
     def bindVirtualUDP(self, protocol, interface):
         """
@@ -469,6 +484,11 @@ class ForwarderManager:
             port = self._nextVirtualPort
             self._nextVirtualPort = low + (port + 1 - low) % (high - low)
             try:
+                if ":" in interface:
+                    gateway = getattr(self.network, "ipv6", None)
+                    if gateway is None:
+                        return None
+                    return gateway.listenUDP(port, protocol, interface=interface)
                 return self.network.listenUDP(port, protocol, interface=interface)
             except CannotListenError:
                 continue
@@ -483,6 +503,12 @@ class ForwarderManager:
         broadcast address), or every host connection would hang until reset.
         """
         config = self.network.config
+        if ":" in ip:
+            raw = socket.inet_pton(socket.AF_INET6, ip)
+            if not config.inSubnet6(raw) or raw in (
+                    config.gatewayIP6Bytes, config.hostIP6Bytes, config.prefix6Bytes):
+                raise ForwardSpecError(f"remote: {ip} is not a guest address in {config.subnet6}")
+            return
         raw = socket.inet_aton(ip)
         if (not config.inSubnet(raw) or raw in (config.gatewayIPBytes, config.hostIPBytes,
                                                 config.broadcastIPBytes)

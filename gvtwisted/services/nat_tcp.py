@@ -77,12 +77,10 @@ class TCPNAT:
         A guest opens C{conn} to an address that is not the gateway's.
         """
         localIP, localPort = conn.localAddr
-        dst = socket.inet_aton(localIP)
-        target = hostDestination(self.network.config, dst, self.hostLoopback,
-                                 self.ec2MetadataAccess)
+        target = self._destination(localIP)
         if isinstance(target, Refused):
-            self.counters.increment("drop.nat.tcp." + target.reason)
-            if target is BROADCAST or target is MULTICAST:
+            self.counters.increment("drop." + self.prefix + "." + target.reason)
+            if self._silent(target):
                 # Broadcast or multicast: no answer may come from such an
                 # address (RFC 1122 3.2.1.3); close the pending SYN silently.
                 conn.abortConnection()
@@ -114,7 +112,7 @@ class TCPNAT:
         guestSide = SpliceSide(self.counters, "nat.tcp.bytesFromGuest")
         hostSide = SpliceSide(self.counters, "nat.tcp.bytesToGuest")
         splice(guestSide, hostSide)
-        endpoint = TCP4ClientEndpoint(self.reactor, target, localPort, timeout=self.dialTimeout)
+        endpoint = self._endpoint(target, localPort)
         d = endpoint.connect(_HostFactory(hostSide))
         abandoned = []
 
@@ -160,12 +158,34 @@ class TCPNAT:
                 conn.refuse()
                 return
             self.counters.increment("nat.tcp.unreachable")
-            code = icmp.HOST_UNREACHABLE
-            if err == errno.ENETUNREACH:
-                code = icmp.NET_UNREACHABLE
-            self._unreachable(conn, code)
+            self._unreachable(conn, self._unreachableCode(getattr(reason.value, "osError", None)))
 
         d.addCallbacks(connected, failed)
+
+    # -- what the address family decides (NAT66 overrides them) -------------
+
+    prefix = "nat.tcp"
+
+    def _destination(self, localIP):
+        """
+        Where the guest's destination C{localIP} (text) goes on the host: the
+        address to dial, or a L{Refused}.
+        """
+        return hostDestination(self.network.config, socket.inet_aton(localIP),
+                               self.hostLoopback, self.ec2MetadataAccess)
+
+    def _silent(self, refused):
+        """
+        Whether a refused SYN gets no answer at all (RFC 1122 3.2.1.3: none
+        may come from a broadcast or multicast address).
+        """
+        return refused is BROADCAST or refused is MULTICAST
+
+    def _endpoint(self, target, port):
+        return TCP4ClientEndpoint(self.reactor, target, port, timeout=self.dialTimeout)
+
+    def _unreachableCode(self, err):
+        return icmp.NET_UNREACHABLE if err == errno.ENETUNREACH else icmp.HOST_UNREACHABLE
 
     def _unreachable(self, conn, code):
         """

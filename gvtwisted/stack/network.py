@@ -71,6 +71,8 @@ class VirtualNetwork:
         self.counters = counters
         self.nat = None
         self.tcp = None
+        #: the L{gvtwisted.stack.ipv6gateway.IPv6Gateway}, or L{None} (no IPv6)
+        self.ipv6 = None
         self.leaseOwner = None
         self.gatewayPort = GatewayPort(self)
         switch.attach(self.gatewayPort, macs=[config.gatewayMAC])
@@ -176,6 +178,8 @@ class VirtualNetwork:
         for flow, table in list(iface.flows.items()):
             table.releaseFlow(flow)
         iface.flows.clear()
+        if self.ipv6 is not None:
+            self.ipv6.linkExpired(iface)
 
     # -- frames in ----------------------------------------------------------
 
@@ -186,10 +190,18 @@ class VirtualNetwork:
         if len(frame) < 14:
             self.counters.increment("drop.ethernet.short")
             return
+        etherType = (frame[12] << 8) | frame[13]
+        if etherType == ethernet.TYPE_IPV6:
+            # IPv6 goes to multicast MACs as much as to ours: the IPv6
+            # gateway (stack/ipv6gateway.py) sorts it out, if there is one.
+            if self.ipv6 is not None:
+                self.ipv6.frameReceived(frame)
+            else:
+                self.counters.increment("drop.ethernet.unsupportedType")
+            return
         dst = frame[0:6]
         if dst != self._gwMAC and dst != BROADCAST:
             return
-        etherType = (frame[12] << 8) | frame[13]
         if etherType == ethernet.TYPE_IPV4:
             self._ipv4Received(frame)
         elif etherType == ethernet.TYPE_ARP:

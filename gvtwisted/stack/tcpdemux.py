@@ -142,15 +142,15 @@ class TCPDemux:
         as coming from C{bindAddress} (C{(ip, port)}; the host address and an
         ephemeral port by default).
         """
-        remote = socket.inet_aton(host)
+        remote = self._pack(host)
         if bindAddress is not None and bindAddress[0]:
-            local = socket.inet_aton(bindAddress[0])
+            local = self._pack(bindAddress[0])
         else:
-            local = self.network.config.hostIPBytes
+            local = self._defaultSource()
         localPort = bindAddress[1] if bindAddress is not None and bindAddress[1] else \
             self._ephemeral(local, remote, port)
         key = (remote, port, local, localPort)
-        destination = IPv4Address("TCP", host, port)
+        destination = self._address(host, port)
         if len(self._conns) >= self.maxConnections:
             # Connections into the guest count against the same cap as the
             # guest's own: fail as Twisted's connectors do, asynchronously.
@@ -215,6 +215,17 @@ class TCPDemux:
             self._unresolved.setdefault(remote, set()).add(conn)
         conn.connect()
         return connector
+
+    # The address family (TCP6Demux overrides these).
+
+    def _pack(self, host):
+        return socket.inet_aton(host)
+
+    def _defaultSource(self):
+        return self.network.config.hostIPBytes
+
+    def _address(self, host, port):
+        return IPv4Address("TCP", host, port)
 
     def _ephemeral(self, local, remote, remotePort):
         low, high = EPHEMERAL

@@ -117,13 +117,17 @@ class DNSTests(E2EMixin, SynchronousTestCase):
     def test_localNames(self):
         """
         gateway.containers.internal and host.docker.internal resolve locally,
-        AAAA for them is an empty NOERROR, and getent works in the namespace.
+        AAAA for them gives their IPv6 addresses, and getent works in the
+        namespace.
         """
         self.assertEqual(self.short("gateway.containers.internal"), ["192.168.127.1"])
         self.assertEqual(self.short("host.docker.internal"), ["192.168.127.254"])
         aaaa = self.dig("host.docker.internal", "AAAA")
         self.assertIn("status: NOERROR", aaaa)
-        self.assertIn("ANSWER: 0", aaaa)
+        self.assertIn("ANSWER: 1", aaaa)
+        self.assertEqual(self.short("host.docker.internal", "AAAA"), ["fd00:192:168:127::fe"])
+        self.assertEqual(self.short("gateway.containers.internal", "AAAA"),
+                         ["fd00:192:168:127::1"])
         self.assertIn("status: NXDOMAIN", self.dig("nobody.containers.internal"))
         getent = self.ns.run("getent", "hosts", "www.example.test")
         self.assertIn("www.example.test", getent.stdout)

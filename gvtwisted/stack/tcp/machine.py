@@ -93,6 +93,14 @@ _BURST_MSS = 16384
 _BURST_SEGMENTS = 32
 
 
+def _packed(ip: str) -> bytes:
+    """
+    The 4 or 16 bytes of a text address: the machine is the same for IPv6
+    (its pseudo header sums the same way, whatever the address length).
+    """
+    return socket.inet_pton(socket.AF_INET6, ip) if ":" in ip else socket.inet_aton(ip)
+
+
 class TCPMachine:
     """
     The protocol machine of one TCP connection between a gateway address
@@ -189,8 +197,8 @@ class TCPMachine:
         self.clock = clock
         self.localAddr = (localAddr[0], localAddr[1])
         self.remoteAddr = (remoteAddr[0], remoteAddr[1])
-        self._localIP = socket.inet_aton(localAddr[0])
-        self._remoteIP = socket.inet_aton(remoteAddr[0])
+        self._localIP = _packed(localAddr[0])
+        self._remoteIP = _packed(remoteAddr[0])
         self._localPort = localAddr[1]
         self._remotePort = remoteAddr[1]
         self._fold = connectionFold(

@@ -15,11 +15,18 @@ as the machine's C{frameSender}.
 from zope.interface import implementer
 
 from twisted.internet import error, interfaces
-from twisted.internet.address import IPv4Address
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.python.failure import Failure
 
 from gvtwisted.stack.tcp.machine import _T_FIN_WAIT_2, TCPMachine
 from gvtwisted.stack.tcp.states import CLOSED, FIN_WAIT_2, LISTEN, SYN_PENDING
+
+
+def _address(addr):
+    """
+    The Twisted address object of a text (host, port), of either family.
+    """
+    return (IPv6Address if ":" in addr[0] else IPv4Address)("TCP", addr[0], addr[1])
 
 
 @implementer(interfaces.ITCPTransport, interfaces.IPushProducer, interfaces.IConsumer)
@@ -338,10 +345,10 @@ class TCPConnection(TCPMachine):
         self._abortWith(Failure(error.ConnectionAborted()), notifyLater=True)
 
     def getHost(self):
-        return IPv4Address("TCP", self.localAddr[0], self.localAddr[1])
+        return _address(self.localAddr)
 
     def getPeer(self):
-        return IPv4Address("TCP", self.remoteAddr[0], self.remoteAddr[1])
+        return _address(self.remoteAddr)
 
     def getTcpNoDelay(self):
         """
