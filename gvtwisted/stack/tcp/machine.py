@@ -21,6 +21,11 @@ machine calls these hooks of it:
  - C{_notifyLost(reason)}: C{connectionLost}, once;
  - C{_linkPaused}: whether the guest's link is full (segments wait).
 
+What it buffers (send buffer, out-of-order blocks, in-order data the protocol
+has not taken) is reported to the optional shared L{BufferBudget}
+(C{budget}); while that is spent the receive window's right edge stops
+moving (L{_windowField}), so the window the guest sees closes.
+
 Standards followed: RFC 9293 (the machine), 6298 (RTO), 5681 and 6582 (congestion
 control, NewReno), 7323 (window scale, timestamps, PAWS), 2018 (SACK, receiver
 side), 5961 (RST and SYN checks), 6528 (initial sequence numbers), 1122 and 9293
@@ -271,6 +276,11 @@ class TCPMachine:
         self._timerDeadline = 0.0
         self._timerCall = None
         self._flushCall = None
+
+        # The shared L{gvtwisted.stack.tcp.budget.BufferBudget}, or None; and
+        # the bytes this connection last reported to it.
+        self.budget = None
+        self._budgetHeld = 0
 
     # ------------------------------------------------------------------
     # Opening.
@@ -773,6 +783,8 @@ class TCPMachine:
             dataAcked = len(buf)
         if dataAcked:
             del buf[:dataAcked]
+            if self.budget is not None:
+                self._budgetSync()
         self._sndUna = ack
         if self._sndNxt < ack:
             self._sndNxt = ack
@@ -876,6 +888,8 @@ class TCPMachine:
                 dropped = self._assembler.insert(seq, payload)
                 if dropped:
                     self._count("tcp.outOfOrderDrop", dropped)
+                if self.budget is not None:
+                    self._budgetSync()
             # Out of order: a duplicate ACK now tells the sender about the hole.
             self._ackNow = True
             return
@@ -890,6 +904,8 @@ class TCPMachine:
                 self._ackNow = True
         if self._finRcvSeq is not None and self._finRcvSeq == self._rcvNxt:
             self._finReceived()
+        if self.budget is not None:
+            self._budgetSync()
         batch = self.batch
         if batch is not None and batch.depth:
             if not self._batched:
@@ -1015,6 +1031,12 @@ class TCPMachine:
             free = 0
         edge = nxt + free
         adv = self._rcvAdvEdge
+        budget = self.budget
+        if budget is not None and edge > adv and budget.used >= budget.limit:
+            # The global budget is spent: promise nothing more (what was
+            # promised stays acceptable), and wait for room to reopen.
+            budget.block(self)
+            edge = adv if adv > nxt else nxt
         if edge - adv >= self._swsThreshold or adv < nxt:
             adv = edge if edge > nxt else nxt
             self._rcvAdvEdge = adv
@@ -1361,6 +1383,12 @@ class TCPMachine:
             self._flushCall = None
         self._sndBuf = bytearray()
         self._assembler.clear()
+        self._rcvQueue.clear()
+        self._rcvBuffered = 0
+        budget = self.budget
+        if budget is not None:
+            self._budgetSync()
+            budget.forget(self)
         if self.connected and not self._lostNotified and reason is not None:
             if notifyLater:
                 self._lostNotified = True
@@ -1399,6 +1427,27 @@ class TCPMachine:
         free = self._rcvBufSize - self._rcvBuffered
         if shown < self._rcvBufSize // 2 and nxt + free - self._rcvAdvEdge >= self._swsThreshold:
             self._sendAck()
+
+    def _budgetSync(self):
+        """
+        Report to the budget what this connection buffers now (O(1): the
+        difference from what it reported last).
+        """
+        held = len(self._sndBuf) + self._rcvBuffered + self._assembler.held
+        delta = held - self._budgetHeld
+        if delta:
+            self._budgetHeld = held
+            self.budget.charge(delta)
+
+    def budgetResumed(self):
+        """
+        The budget has room again (this connection was blocked on it): reopen
+        the receive window with a window update; the transport adapter also
+        resumes its producer.
+        """
+        if self.state is CLOSED:
+            return
+        self._windowUpdate()
 
     def _count(self, name, amount=1):
         counters = self.counters

@@ -174,6 +174,8 @@ class TCPConnection(TCPMachine):
                 self._deliverReadEof()
         finally:
             self._draining = False
+            if self.budget is not None:
+                self._budgetSync()
 
     def _deliverReadEof(self):
         """
@@ -242,6 +244,8 @@ class TCPConnection(TCPMachine):
         self._readClosed = True
         self._rcvQueue.clear()
         self._rcvBuffered = 0
+        if self.budget is not None:
+            self._budgetSync()
         producer = self._producer
         if producer is not None:
             self._producer = None
@@ -275,12 +279,19 @@ class TCPConnection(TCPMachine):
         self._needOutput = True
         if self._flushCall is None:
             self._flushCall = self.clock.callLater(0, self._flush)
+        budget = self.budget
+        spent = False
+        if budget is not None:
+            self._budgetSync()
+            spent = budget.used >= budget.limit
         if (
             self._producer is not None
             and self._streamingProducer
             and not self._producerPaused
-            and len(self._sndBuf) >= self._sndBufSize
+            and (spent or len(self._sndBuf) >= self._sndBufSize)
         ):
+            if spent:
+                budget.block(self)
             self._producerPaused = True
             self._producer.pauseProducing()
 
@@ -306,6 +317,8 @@ class TCPConnection(TCPMachine):
         self.disconnecting = 1
         self._rcvQueue.clear()
         self._rcvBuffered = 0
+        if self.budget is not None:
+            self._budgetSync()
         self._readEofPending = False
         if self._writeClosed:
             if self._finAcked and self.state is FIN_WAIT_2:
@@ -431,6 +444,11 @@ class TCPConnection(TCPMachine):
         half = self._sndBufSize // 2
         if len(self._sndBuf) >= half:
             return
+        budget = self.budget
+        if budget is not None and budget.used >= budget.limit:
+            # Room here but none in the global budget: wait for it.
+            budget.block(self)
+            return
         if self._streamingProducer:
             if self._producerPaused:
                 self._producerPaused = False
@@ -445,6 +463,7 @@ class TCPConnection(TCPMachine):
                 and not self._writeClosed
                 and self.connected
                 and len(self._sndBuf) < half
+                and (budget is None or budget.used < budget.limit)
             ):
                 before = len(self._sndBuf)
                 producer.resumeProducing()
@@ -452,6 +471,17 @@ class TCPConnection(TCPMachine):
                     break
         finally:
             self._feeding = False
+
+    def budgetResumed(self):
+        """
+        The global buffer budget has room again: reopen the receive window and
+        resume (or pull from) the producer this connection paused for it.
+        """
+        if self.state is CLOSED:
+            return
+        self._windowUpdate()
+        if self.state is not CLOSED and self._producer is not None:
+            self._feedProducer()
 
     # ------------------------------------------------------------------
     # The link toward the guest.
