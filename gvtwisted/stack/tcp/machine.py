@@ -143,13 +143,94 @@ class TCPMachine:
     # GRO), and saves building and sending an ACK per two segments.
     stretchAcks = True
 
-    # What the transport adapter keeps in each instance; these defaults are a
-    # machine with no protocol and no link.
-    connected = 0
-    _readClosed = False
-    _lostNotified = False
-    _producer = None
+    # A machine alone has no link (the transport adapter makes this a property).
     _linkPaused = False
+
+    # Every instance attribute, so that an idle connection costs no instance
+    # dict (docs/architecture.md gives the figure). A new attribute must be
+    # named here (or in TCPConnection's __slots__); a class-level tunable that
+    # an instance overrides needs a slot of another name (C{timeWaitDuration}
+    # is the default of the C{_timeWait} slot).
+    __slots__ = (
+        "_ackNow",
+        "_ackOwed",
+        "_assembler",
+        "batch",
+        "_batched",
+        "budget",
+        "_budgetHeld",
+        "_cc",
+        "clock",
+        "connected",
+        "counters",
+        "disconnected",
+        "_effMss",
+        "_finAcked",
+        "_finRcvSeq",
+        "_finSeq",
+        "_firstRetransmitTime",
+        "_flushCall",
+        "_fold",
+        "frameSender",
+        "irs",
+        "iss",
+        "_issOverride",
+        "_lastAckSent",
+        "_lastOutOfWindowAck",
+        "localAddr",
+        "_localIP",
+        "_localPort",
+        "_lostNotified",
+        "_maxSndWnd",
+        "mss",
+        "_needOutput",
+        "onClose",
+        "onConnectFailed",
+        "_ooo",
+        "_peerMss",
+        "_peerSyn",
+        "_persistCount",
+        "_producer",
+        "_rcvAdvEdge",
+        "_rcvBuffered",
+        "_rcvBufSize",
+        "_rcvNxt",
+        "_rcvQueue",
+        "_rcvShift",
+        "_readClosed",
+        "_readEofPending",
+        "remoteAddr",
+        "_remoteIP",
+        "_remotePort",
+        "_retries",
+        "_rto",
+        "_rtoDeferred",
+        "_rtt",
+        "_rttSeq",
+        "_rttTime",
+        "_sackOk",
+        "_send",
+        "_sndBuf",
+        "_sndBufSize",
+        "_sndMax",
+        "_sndNxt",
+        "_sndShift",
+        "_sndUna",
+        "_sndWl1",
+        "_sndWl2",
+        "_sndWnd",
+        "state",
+        "_swsThreshold",
+        "_timerCall",
+        "_timerDeadline",
+        "_timerKind",
+        "_timeWait",
+        "_tsOffset",
+        "_tsOk",
+        "_tsRecent",
+        "_wantShift",
+        "_writeClosed",
+    )
 
     def __init__(
         self,
@@ -208,8 +289,15 @@ class TCPMachine:
         self.onConnectFailed = None
         self.counters = counters
         self.state = LISTEN
-        if timeWait is not None:
-            self.timeWaitDuration = timeWait
+        self._timeWait = self.timeWaitDuration if timeWait is None else timeWait
+        # What the transport adapter keeps; these are a machine with no
+        # protocol.
+        self.connected = 0
+        self.disconnected = 0
+        self._readClosed = False
+        self._lostNotified = False
+        self._producer = None
+        self._rtoDeferred = False
 
         self._rcvBufSize = receiveBufferSize
         self._sndBufSize = sendBufferSize
@@ -1360,7 +1448,8 @@ class TCPMachine:
         must still find us here (else it meets a RST and its side ends unclean).
         """
         interval = 2 * self._rto
-        return interval if interval > self.timeWaitDuration else self.timeWaitDuration
+        timeWait = self._timeWait
+        return interval if interval > timeWait else timeWait
 
     def _enterTimeWait(self):
         self.state = TIME_WAIT

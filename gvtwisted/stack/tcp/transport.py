@@ -45,6 +45,21 @@ class TCPConnection(TCPMachine):
         was pending.
     """
 
+    # What the Twisted side adds to the machine's slots (see there).
+    __slots__ = (
+        "disconnecting",
+        "_draining",
+        "_feeding",
+        "_keepAlive",
+        "link",
+        "_noDelay",
+        "_producerPaused",
+        "protocol",
+        "_readEofDelivered",
+        "_readPaused",
+        "_streamingProducer",
+    )
+
     def __init__(self, *args, **kwargs):
         """
         As L{TCPMachine.__init__}.
