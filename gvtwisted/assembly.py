@@ -38,7 +38,7 @@ class Gvtap:
                  hostLoopback=True, ec2MetadataAccess=False, maxConnections=16384,
                  dnsUpstreams=None, dnsHosts=None, guestAPI=True, linkGrace=60.0,
                  maxLeasesPerLink=16, descriptorReserve=64,
-                 verifyChecksums=None):
+                 verifyChecksums=None, maxBufferedBytes=512 * 1024 * 1024):
         self.reactor = reactor
         self.config = config
         self.counters = Counters(reactor)
@@ -68,7 +68,8 @@ class Gvtap:
         )
         self.network.listenUDP(67, self.dhcp)
         self.network.leaseOwner = self._leaseOwner
-        self.tcp = TCPDemux(reactor, self.network, self.counters, maxConnections)
+        self.tcp = TCPDemux(reactor, self.network, self.counters, maxConnections,
+                            maxBufferedBytes)
         self.network.tcp = self.tcp
         self.nat = NAT(
             TCPNAT(reactor, self.network, self.counters, hostLoopback, ec2MetadataAccess),

@@ -91,6 +91,9 @@ class Options(usage.Options):
                                         "past it evicts its own oldest).", int],
         ["max-leases-per-link", None, 16, "Cap on live DHCP pool leases held by the clients "
                                           "behind one guest link.", int],
+        ["max-buffered-bytes", None, 512 * 1024 * 1024, "Cap on the bytes all TCP connections "
+                                                        "buffer together; past it their windows "
+                                                        "close (nothing is dropped).", int],
     ]
     optFlags = [
         ["debug", None, "Log every dropped frame and bad input (normally at most one line per reason every 10 s)."],
@@ -279,6 +282,8 @@ class Options(usage.Options):
                 raise ConfigError(f"--max-macs-per-link {self['max-macs-per-link']} is below 1")
             if self["max-leases-per-link"] < 1:
                 raise ConfigError(f"--max-leases-per-link {self['max-leases-per-link']} is below 1")
+            if self["max-buffered-bytes"] < 1:
+                raise ConfigError(f"--max-buffered-bytes {self['max-buffered-bytes']} is below 1")
             self["config"] = NetworkConfig(
                 subnet=self["subnet"], gatewayIP=self["gateway-ip"],
                 hostIP=self["host-ip"], deviceIP=self["device-ip"],
@@ -444,7 +449,8 @@ def makeService(options, reactor=None):
                   dnsUpstreams=options["dns-upstream"], dnsHosts=options["dns-hosts"],
                   linkGrace=options["link-grace"], maxMACsPerLink=options["max-macs-per-link"],
                   maxLeasesPerLink=options["max-leases-per-link"],
-                  verifyChecksums=bool(options["verify-checksums"]))
+                  verifyChecksums=bool(options["verify-checksums"]),
+                  maxBufferedBytes=options["max-buffered-bytes"])
     top.gvtap = gvtap
     notifier = None
     if options.get("notification"):

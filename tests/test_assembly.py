@@ -87,4 +87,13 @@ class AssemblyTests(SynchronousTestCase):
         self.assertIn((gw6, 53), gvtap.tcp6._listeners)
         self.assertIn((gw6, 80), gvtap.tcp6._listeners)
 
+    def test_maxBufferedBytes(self):
+        """
+        --max-buffered-bytes sizes the TCP demux's one buffer budget (512 MiB
+        by default).
+        """
+        self.assertEqual(self.build().tcp.budget.limit, 512 * 1024 * 1024)
+        self.assertEqual(self.build(maxBufferedBytes=4096).tcp.budget.limit, 4096)
+
+
 verifyingVariants(globals())

@@ -220,6 +220,7 @@ class OptionsTests(SynchronousTestCase):
             (("--link-grace", "-1"), "--link-grace"),
             (("--max-macs-per-link", "0"), "--max-macs-per-link"),
             (("--max-leases-per-link", "0"), "--max-leases-per-link"),
+            (("--max-buffered-bytes", "0"), "--max-buffered-bytes"),
         ]
         for args, fragment in cases:
             message = self.assertExits(*(listen + args))

@@ -750,7 +750,7 @@ class EstablishedTests(TCPTestCase):
         With C{delayedAckTimeout} 0, a short segment is acknowledged at the
         end of the turn.
         """
-        self.conn.delayedAckTimeout = 0
+        self.patch(type(self.conn), "delayedAckTimeout", 0)
         self.feed(ACK | PSH, P(), L(), payload=b"abc")
         self.assertEqual(self.sent(), [])
         self.clock.advance(0)
@@ -789,7 +789,7 @@ class EstablishedTests(TCPTestCase):
         Without stretch ACKs, the second segment in a row is acknowledged at
         once (RFC 5681's ACK for every second full-sized segment).
         """
-        self.conn.stretchAcks = False
+        self.patch(TCPConnection, "stretchAcks", False)
         self.feed(ACK, P(), L(), payload=b"a" * 1460)
         self.assertEqual(self.sent(), [])
         self.feed(ACK, P(1460), L(), payload=b"b" * 1460)
@@ -1770,6 +1770,19 @@ class OptionTests(TCPTestCase):
 
 
 class ConstructionTests(TCPTestCase):
+    def test_noInstanceDict(self):
+        """
+        A connection keeps its state in slots, without an instance dict (about
+        2.5 KB less per idle connection); the class-level tunables still hold
+        their defaults, and C{timeWait} still overrides one per connection.
+        """
+        self.assertFalse(hasattr(self.conn, "__dict__"))
+        self.assertEqual(self.conn.maxRetries, TCPConnection.maxRetries)
+        self.assertEqual(self.conn._timeWaitInterval(), TCPConnection.timeWaitDuration)
+        self.assertEqual(self.makeConnection(timeWait=7.5)._timeWaitInterval(), 7.5)
+        self.assertEqual(self.conn.connected, 0)
+        self.assertIsNone(self.conn.budget)
+
     def test_isnDiffersPerFourTuple(self):
         """
         Without an override, the ISN is a keyed hash of the 4-tuple plus a

@@ -88,3 +88,21 @@ class AssemblerTests(SynchronousTestCase):
         a.clear()
         self.assertIs(a.blocks, blocks)
         self.assertEqual(blocks, [])
+
+    def test_heldCounted(self):
+        """
+        C{held} is the bytes in all blocks: overlaps count once, what is
+        pulled, dropped past the bound or cleared no longer counts.
+        """
+        a = Assembler(maxBlocks=2)
+        a.insert(10, b"abcd")
+        a.insert(12, b"cdef")
+        self.assertEqual(a.held, 6)
+        a.insert(30, b"xy")
+        a.insert(40, b"zzz")
+        self.assertEqual(a.held, 8)
+        self.assertEqual(self.pulled(a, 10), (16, b"abcdef"))
+        self.assertEqual(a.held, 2)
+        a.insert(20, b"q")
+        a.clear()
+        self.assertEqual(a.held, 0)

@@ -27,6 +27,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from gvtwisted.stack.counters import Counters
 from gvtwisted.stack.tcp import CLOSED, LISTEN, TCPConnection
+from gvtwisted.stack.tcp.budget import BufferBudget
 from gvtwisted.wire.tcp import parseSegment, verifyChecksum
 
 GATEWAY = ("192.168.127.1", 8080)
@@ -198,11 +199,14 @@ class ChunkProducer:
 
 
 def transfer(
-    seed, loss, duplicate, jitter, sizeA, sizeB, pauseChance, producerA, producerB
+    seed, loss, duplicate, jitter, sizeA, sizeB, pauseChance, producerA, producerB,
+    budgetLimit=None,
 ):
     """
     Run one transfer; return the two protocols, the two connections, the link and
-    the list of closed connections.
+    the list of closed connections. C{budgetLimit}, if given, is the size of a
+    L{BufferBudget} given to the gateway side only (the guest is another
+    machine, with memory of its own).
     """
     clock = Clock()
     rng = random.Random(seed)
@@ -234,6 +238,8 @@ def transfer(
         sendBufferSize=64 * 1024,
         timeWait=TIME_WAIT,
     )
+    if budgetLimit is not None:
+        gateway.budget = BufferBudget(clock, budgetLimit, counters)
     protoA = Collector(clock, rng, payloadA, producerA, pauseChance)
     protoB = Collector(clock, rng, payloadB, producerB, pauseChance)
     guest.setProtocol(protoA)
@@ -377,3 +383,38 @@ class LossyTransferTests(SynchronousTestCase):
         self.assertEqual(guest.counters.get("tcp.rtoExpired"), 0)
         self.assertGreater(result[0].producer.pauses, 0)
         self.assertGreater(result[1].producer.pauses, 0)
+
+    @settings(
+        max_examples=15,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    @given(
+        seed=st.integers(0, 2**32 - 1),
+        loss=st.sampled_from([0.0, 0.02, 0.08]),
+        duplicate=st.sampled_from([0.0, 0.05]),
+        jitter=st.sampled_from([0.0, 0.002, 0.02]),
+        pauseChance=st.sampled_from([0.0, 0.05]),
+        producerA=st.booleans(),
+        producerB=st.booleans(),
+        budgetLimit=st.sampled_from([1, 3000, 16 * 1024]),
+    )
+    @example(seed=3, loss=0.08, duplicate=0.05, jitter=0.02, pauseChance=0.05,
+             producerA=True, producerB=True, budgetLimit=3000)
+    def test_lossyTransferSmallBudget(
+        self, seed, loss, duplicate, jitter, pauseChance, producerA, producerB, budgetLimit
+    ):
+        """
+        With a global buffer budget far below the windows (down to one byte),
+        the budget closes the gateway's windows and pauses its producer over
+        and over, and still every byte arrives once and in order both ways:
+        backpressure, nothing dropped. At the end the budget holds nothing.
+        """
+        result = transfer(seed, loss, duplicate, jitter, 200_000, 150_000, pauseChance,
+                          producerA, producerB, budgetLimit=budgetLimit)
+        self.assertCleanTransfer(result)
+        gateway = result[3]
+        self.assertEqual(gateway.budget.used, 0)
+        self.assertEqual(gateway.budget.blocked, {})
+        self.assertGreater(gateway.counters.get("tcp.bufferBudgetBlocked"), 0)

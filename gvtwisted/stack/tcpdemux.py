@@ -12,7 +12,8 @@ with RST, as RFC 9293 says for a closed port.
 
 Caps: C{maxConnections} connections in all, the guests' and those C{connectTCP}
 opens into them alike; past it a SYN is refused (counted) and C{connectTCP}
-fails.
+fails. C{maxBufferedBytes}: one L{BufferBudget} shared by every connection
+bounds the bytes they buffer in all; past it their windows close.
 """
 
 import os
@@ -31,6 +32,7 @@ from twisted.python.failure import Failure
 
 from gvtwisted.stack.frames import TCPFrameSender
 from gvtwisted.stack.tcp import SYN_PENDING, SYN_RCVD, SYN_SENT, TCPConnection
+from gvtwisted.stack.tcp.budget import BufferBudget
 from gvtwisted.wire import ipv4
 from gvtwisted.wire import tcp as wiretcp
 
@@ -109,11 +111,14 @@ class TCPDemux:
 
     frameTemplates = True
 
-    def __init__(self, reactor, network, counters, maxConnections=16384):
+    def __init__(self, reactor, network, counters, maxConnections=16384,
+                 maxBufferedBytes=512 * 1024 * 1024):
         self.reactor = reactor
         self.network = network
         self.counters = counters
         self.maxConnections = maxConnections
+        # Owned here, shared by every connection (--max-buffered-bytes).
+        self.budget = BufferBudget(reactor, maxBufferedBytes, counters)
         self.nat = None
         self.mss = network.config.mtu - 40
         self._conns = {}
@@ -323,6 +328,7 @@ class TCPDemux:
         if self.frameTemplates:
             conn.frameSender = TCPFrameSender(self.network, local, remote, localPort, remotePort)
         conn.batch = self._batch
+        conn.budget = self.budget
         self._conns[key] = conn
         self.counters.increment("tcp.connectionsOpened")
         self._attachLink(conn, remote)

@@ -21,14 +21,17 @@ class Assembler:
         whether anything is held, without a call).
     @ivar last: the start of the latest segment inserted, or C{None}; its
         block is the first SACK block (RFC 2018 4).
+    @ivar held: the bytes held in all blocks (what the connection counts
+        against the global buffer budget, L{gvtwisted.stack.tcp.budget}).
     """
 
-    __slots__ = ("blocks", "last", "maxBlocks")
+    __slots__ = ("blocks", "last", "maxBlocks", "held")
 
     def __init__(self, maxBlocks=32):
         self.blocks = []
         self.last = None
         self.maxBlocks = maxBlocks
+        self.held = 0
 
     def insert(self, seq, data):
         """
@@ -57,6 +60,7 @@ class Assembler:
             self.last = seq
             return 0
         for start, stop in pieces:
+            self.held += stop - start
             chunk = bytes(data[start - seq : stop - seq])
             i = 0
             n = len(blocks)
@@ -75,6 +79,8 @@ class Assembler:
         dropped = 0
         if len(merged) > self.maxBlocks:
             dropped = len(merged) - self.maxBlocks
+            for block in merged[self.maxBlocks :]:
+                self.held -= block[1] - block[0]
             del merged[self.maxBlocks :]
         blocks[:] = merged
         self.last = seq
@@ -91,6 +97,7 @@ class Assembler:
         blocks = self.blocks
         while blocks and blocks[0][0] <= nxt:
             start, end, chunks = blocks.pop(0)
+            self.held -= end - start
             if end <= nxt:
                 continue
             skip = nxt - start
@@ -132,3 +139,4 @@ class Assembler:
         Forget everything held (the connection closed).
         """
         self.blocks.clear()
+        self.held = 0

@@ -21,6 +21,11 @@ machine calls these hooks of it:
  - C{_notifyLost(reason)}: C{connectionLost}, once;
  - C{_linkPaused}: whether the guest's link is full (segments wait).
 
+What it buffers (send buffer, out-of-order blocks, in-order data the protocol
+has not taken) is reported to the optional shared L{BufferBudget}
+(C{budget}); while that is spent the receive window's right edge stops
+moving (L{_windowField}), so the window the guest sees closes.
+
 Standards followed: RFC 9293 (the machine), 6298 (RTO), 5681 and 6582 (congestion
 control, NewReno), 7323 (window scale, timestamps, PAWS), 2018 (SACK, receiver
 side), 5961 (RST and SYN checks), 6528 (initial sequence numbers), 1122 and 9293
@@ -152,15 +157,96 @@ class TCPMachine:
     # delays such ACKs 40 ms; kept short so that a guest whose Nagle waits for
     # this ACK loses little. 0 turns the delay off.
     delayedAckTimeout = 0.002
-    _delayedAckCall = None
 
-    # What the transport adapter keeps in each instance; these defaults are a
-    # machine with no protocol and no link.
-    connected = 0
-    _readClosed = False
-    _lostNotified = False
-    _producer = None
+    # A machine alone has no link (the transport adapter makes this a property).
     _linkPaused = False
+
+    # Every instance attribute, so that an idle connection costs no instance
+    # dict (docs/architecture.md gives the figure). A new attribute must be
+    # named here (or in TCPConnection's __slots__); a class-level tunable that
+    # an instance overrides needs a slot of another name (C{timeWaitDuration}
+    # is the default of the C{_timeWait} slot).
+    __slots__ = (
+        "_ackNow",
+        "_ackOwed",
+        "_assembler",
+        "batch",
+        "_batched",
+        "budget",
+        "_budgetHeld",
+        "_cc",
+        "clock",
+        "connected",
+        "counters",
+        "disconnected",
+        "_effMss",
+        "_finAcked",
+        "_finRcvSeq",
+        "_finSeq",
+        "_firstRetransmitTime",
+        "_flushCall",
+        "_delayedAckCall",
+        "_fold",
+        "frameSender",
+        "irs",
+        "iss",
+        "_issOverride",
+        "_lastAckSent",
+        "_lastOutOfWindowAck",
+        "localAddr",
+        "_localIP",
+        "_localPort",
+        "_lostNotified",
+        "_maxSndWnd",
+        "mss",
+        "_needOutput",
+        "onClose",
+        "onConnectFailed",
+        "_ooo",
+        "_peerMss",
+        "_peerSyn",
+        "_persistCount",
+        "_producer",
+        "_rcvAdvEdge",
+        "_rcvBuffered",
+        "_rcvBufSize",
+        "_rcvNxt",
+        "_rcvQueue",
+        "_rcvShift",
+        "_readClosed",
+        "_readEofPending",
+        "remoteAddr",
+        "_remoteIP",
+        "_remotePort",
+        "_retries",
+        "_rto",
+        "_rtoDeferred",
+        "_rtt",
+        "_rttSeq",
+        "_rttTime",
+        "_sackOk",
+        "_send",
+        "_sndBuf",
+        "_sndBufSize",
+        "_sndMax",
+        "_sndNxt",
+        "_sndShift",
+        "_sndUna",
+        "_sndWl1",
+        "_sndWl2",
+        "_sndWnd",
+        "state",
+        "_swsThreshold",
+        "_timerCall",
+        "_timerDeadline",
+        "_timerKind",
+        "_timeWait",
+        "_tsOffset",
+        "_tsOk",
+        "_tsRecent",
+        "_wantShift",
+        "_writeClosed",
+    )
 
     def __init__(
         self,
@@ -201,6 +287,7 @@ class TCPMachine:
         self._remoteIP = _packed(remoteAddr[0])
         self._localPort = localAddr[1]
         self._remotePort = remoteAddr[1]
+        self._delayedAckCall = None
         self._fold = connectionFold(
             self._localIP, self._remoteIP, self._localPort, self._remotePort
         )
@@ -219,8 +306,15 @@ class TCPMachine:
         self.onConnectFailed = None
         self.counters = counters
         self.state = LISTEN
-        if timeWait is not None:
-            self.timeWaitDuration = timeWait
+        self._timeWait = self.timeWaitDuration if timeWait is None else timeWait
+        # What the transport adapter keeps; these are a machine with no
+        # protocol.
+        self.connected = 0
+        self.disconnected = 0
+        self._readClosed = False
+        self._lostNotified = False
+        self._producer = None
+        self._rtoDeferred = False
 
         self._rcvBufSize = receiveBufferSize
         self._sndBufSize = sendBufferSize
@@ -287,6 +381,11 @@ class TCPMachine:
         self._timerDeadline = 0.0
         self._timerCall = None
         self._flushCall = None
+
+        # The shared L{gvtwisted.stack.tcp.budget.BufferBudget}, or None; and
+        # the bytes this connection last reported to it.
+        self.budget = None
+        self._budgetHeld = 0
 
     # ------------------------------------------------------------------
     # Opening.
@@ -789,6 +888,8 @@ class TCPMachine:
             dataAcked = len(buf)
         if dataAcked:
             del buf[:dataAcked]
+            if self.budget is not None:
+                self._budgetSync()
         self._sndUna = ack
         if self._sndNxt < ack:
             self._sndNxt = ack
@@ -892,6 +993,8 @@ class TCPMachine:
                 dropped = self._assembler.insert(seq, payload)
                 if dropped:
                     self._count("tcp.outOfOrderDrop", dropped)
+                if self.budget is not None:
+                    self._budgetSync()
             # Out of order: a duplicate ACK now tells the sender about the hole.
             self._ackNow = True
             return
@@ -906,6 +1009,8 @@ class TCPMachine:
                 self._ackNow = True
         if self._finRcvSeq is not None and self._finRcvSeq == self._rcvNxt:
             self._finReceived()
+        if self.budget is not None:
+            self._budgetSync()
         batch = self.batch
         if batch is not None and batch.depth:
             if not self._batched:
@@ -1031,6 +1136,12 @@ class TCPMachine:
             free = 0
         edge = nxt + free
         adv = self._rcvAdvEdge
+        budget = self.budget
+        if budget is not None and edge > adv and budget.used >= budget.limit:
+            # The global budget is spent: promise nothing more (what was
+            # promised stays acceptable), and wait for room to reopen.
+            budget.block(self)
+            edge = adv if adv > nxt else nxt
         if edge - adv >= self._swsThreshold or adv < nxt:
             adv = edge if edge > nxt else nxt
             self._rcvAdvEdge = adv
@@ -1370,7 +1481,8 @@ class TCPMachine:
         must still find us here (else it meets a RST and its side ends unclean).
         """
         interval = 2 * self._rto
-        return interval if interval > self.timeWaitDuration else self.timeWaitDuration
+        timeWait = self._timeWait
+        return interval if interval > timeWait else timeWait
 
     def _enterTimeWait(self):
         self.state = TIME_WAIT
@@ -1396,6 +1508,12 @@ class TCPMachine:
             self._delayedAckCall = None
         self._sndBuf = bytearray()
         self._assembler.clear()
+        self._rcvQueue.clear()
+        self._rcvBuffered = 0
+        budget = self.budget
+        if budget is not None:
+            self._budgetSync()
+            budget.forget(self)
         if self.connected and not self._lostNotified and reason is not None:
             if notifyLater:
                 self._lostNotified = True
@@ -1434,6 +1552,27 @@ class TCPMachine:
         free = self._rcvBufSize - self._rcvBuffered
         if shown < self._rcvBufSize // 2 and nxt + free - self._rcvAdvEdge >= self._swsThreshold:
             self._sendAck()
+
+    def _budgetSync(self):
+        """
+        Report to the budget what this connection buffers now (O(1): the
+        difference from what it reported last).
+        """
+        held = len(self._sndBuf) + self._rcvBuffered + self._assembler.held
+        delta = held - self._budgetHeld
+        if delta:
+            self._budgetHeld = held
+            self.budget.charge(delta)
+
+    def budgetResumed(self):
+        """
+        The budget has room again (this connection was blocked on it): reopen
+        the receive window with a window update; the transport adapter also
+        resumes its producer.
+        """
+        if self.state is CLOSED:
+            return
+        self._windowUpdate()
 
     def _count(self, name, amount=1):
         counters = self.counters

@@ -52,6 +52,21 @@ class TCPConnection(TCPMachine):
         was pending.
     """
 
+    # What the Twisted side adds to the machine's slots (see there).
+    __slots__ = (
+        "disconnecting",
+        "_draining",
+        "_feeding",
+        "_keepAlive",
+        "link",
+        "_noDelay",
+        "_producerPaused",
+        "protocol",
+        "_readEofDelivered",
+        "_readPaused",
+        "_streamingProducer",
+    )
+
     def __init__(self, *args, **kwargs):
         """
         As L{TCPMachine.__init__}.
@@ -181,6 +196,8 @@ class TCPConnection(TCPMachine):
                 self._deliverReadEof()
         finally:
             self._draining = False
+            if self.budget is not None:
+                self._budgetSync()
 
     def _deliverReadEof(self):
         """
@@ -249,6 +266,8 @@ class TCPConnection(TCPMachine):
         self._readClosed = True
         self._rcvQueue.clear()
         self._rcvBuffered = 0
+        if self.budget is not None:
+            self._budgetSync()
         producer = self._producer
         if producer is not None:
             self._producer = None
@@ -282,12 +301,19 @@ class TCPConnection(TCPMachine):
         self._needOutput = True
         if self._flushCall is None:
             self._flushCall = self.clock.callLater(0, self._flush)
+        budget = self.budget
+        spent = False
+        if budget is not None:
+            self._budgetSync()
+            spent = budget.used >= budget.limit
         if (
             self._producer is not None
             and self._streamingProducer
             and not self._producerPaused
-            and len(self._sndBuf) >= self._sndBufSize
+            and (spent or len(self._sndBuf) >= self._sndBufSize)
         ):
+            if spent:
+                budget.block(self)
             self._producerPaused = True
             self._producer.pauseProducing()
 
@@ -313,6 +339,8 @@ class TCPConnection(TCPMachine):
         self.disconnecting = 1
         self._rcvQueue.clear()
         self._rcvBuffered = 0
+        if self.budget is not None:
+            self._budgetSync()
         self._readEofPending = False
         if self._writeClosed:
             if self._finAcked and self.state is FIN_WAIT_2:
@@ -438,6 +466,11 @@ class TCPConnection(TCPMachine):
         half = self._sndBufSize // 2
         if len(self._sndBuf) >= half:
             return
+        budget = self.budget
+        if budget is not None and budget.used >= budget.limit:
+            # Room here but none in the global budget: wait for it.
+            budget.block(self)
+            return
         if self._streamingProducer:
             if self._producerPaused:
                 self._producerPaused = False
@@ -452,6 +485,7 @@ class TCPConnection(TCPMachine):
                 and not self._writeClosed
                 and self.connected
                 and len(self._sndBuf) < half
+                and (budget is None or budget.used < budget.limit)
             ):
                 before = len(self._sndBuf)
                 producer.resumeProducing()
@@ -459,6 +493,17 @@ class TCPConnection(TCPMachine):
                     break
         finally:
             self._feeding = False
+
+    def budgetResumed(self):
+        """
+        The global buffer budget has room again: reopen the receive window and
+        resume (or pull from) the producer this connection paused for it.
+        """
+        if self.state is CLOSED:
+            return
+        self._windowUpdate()
+        if self.state is not CLOSED and self._producer is not None:
+            self._feedProducer()
 
     # ------------------------------------------------------------------
     # The link toward the guest.
