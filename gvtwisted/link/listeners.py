@@ -11,6 +11,10 @@ over.
 On a C{--listen-qemu} endpoint (QEMU's C{-netdev stream} or C{-netdev socket})
 there is no handshake and each frame has a 4-byte big-endian length. Every
 accepted connection becomes a port of the switch.
+
+Before its C{POST /connect}, gvtap-guest may ask for offload with
+C{GET /offload} (L{gvtwisted.link.offload}); the link is then an
+L{OffloadGuestLink}.
 """
 
 from twisted.internet.protocol import Factory, Protocol
@@ -19,7 +23,14 @@ from twisted.web.resource import NoResource
 from twisted.web.server import Site
 
 from gvtwisted.link.framing import BE32, LE16, FramedLinkProtocol
+from gvtwisted.link.offload import (
+    OFFLOAD_PATH,
+    PROBE_ACCEPTED,
+    PROBE_REFUSED,
+    wantsOffload,
+)
 from gvtwisted.link.port import SwitchPort
+from gvtwisted.wire import virtio
 
 MAX_REQUEST_HEAD = 16 * 1024
 
@@ -59,6 +70,68 @@ class GuestLinkProtocol(FramedLinkProtocol):
             self.port.detach()
 
 
+class OffloadGuestLink(GuestLinkProtocol):
+    """
+    A guest link that negotiated offload: every frame, both ways, is a
+    virtio-net header and an Ethernet frame, behind a 4-byte length.
+
+    From the guest: the header is checked and dropped (a super-segment is
+    one frame for the stack); a partial checksum is completed only when
+    C{completeChecksums()} says the stack verifies checksums. To the guest:
+    frames the stack built complete get L{virtio.PLAIN}; TCP segments sent
+    with offload (L{sendFrameParts} with C{vnet}) get theirs.
+    """
+
+    offload = True
+
+    def __init__(self, makePort, peerName, clock=None, completeChecksums=lambda: False):
+        GuestLinkProtocol.__init__(self, makePort, BE32, peerName, clock)
+        self._completeChecksums = completeChecksums
+
+    def connectionMade(self):
+        GuestLinkProtocol.connectionMade(self)
+        portFrames = self.framesReceived
+        portFrame = self.frameReceived
+        strip = self._strip
+
+        def framesReceived(frames):
+            frames = [f for f in map(strip, frames) if f is not None]
+            if frames:
+                portFrames(frames)
+
+        def frameReceived(frame):
+            frame = strip(frame)
+            if frame is not None:
+                portFrame(frame)
+
+        self.framesReceived = framesReceived
+        self.frameReceived = frameReceived
+
+    def _strip(self, frame):
+        """
+        The Ethernet frame behind a virtio-net header, or L{None} (counted)
+        for a header no frame can have.
+        """
+        if not frame[0] and not frame[1]:
+            return frame[virtio.SIZE:]
+        try:
+            header = virtio.parse(frame, len(frame) - virtio.SIZE)
+        except virtio.VirtioHeaderError as e:
+            self.port.counters.complain("link.virtioHeader", f"{self.peerName}: {e}")
+            return None
+        if header.flags & virtio.F_NEEDS_CSUM and self._completeChecksums():
+            return bytes(virtio.completeChecksum(
+                memoryview(frame)[virtio.SIZE:], header.csumStart, header.csumOffset))
+        return frame[virtio.SIZE:]
+
+    def sendFrame(self, frame: bytes):
+        self.transport.writeSequence((self._pack(len(frame) + virtio.SIZE), virtio.PLAIN, frame))
+
+    def sendFrameParts(self, parts, length: int, vnet: bytes = None):
+        self.transport.writeSequence(
+            (self._pack(length + virtio.SIZE), vnet or virtio.PLAIN, *parts))
+
+
 class ConnectOrHTTP(Protocol):
     """
     Reads the request head of a C{--listen} connection and becomes either a
@@ -67,7 +140,10 @@ class ConnectOrHTTP(Protocol):
 
     log = Logger()
 
-    def __init__(self, makePort, site, peerName, counters, clock=None):
+    def __init__(self, makePort, site, peerName, counters, clock=None,
+                 offload=lambda: False, completeChecksums=lambda: False):
+        self._offload = offload
+        self._completeChecksums = completeChecksums
         self._clock = clock
         self._makePort = makePort
         self._site = site
@@ -94,10 +170,24 @@ class ConnectOrHTTP(Protocol):
         rest = self._buffer[end + 4:]
         head = self._buffer[:end + 4]
         self._buffer = b""
+        if (len(requestLine) == 3 and requestLine[0] == b"GET"
+                and requestLine[1] == OFFLOAD_PATH):
+            # gvtap-guest's offload probe: answered here whether offload is
+            # on or not, and the connection stays ours for the POST.
+            self._counters.increment("link.offloadProbes")
+            self.transport.write(PROBE_ACCEPTED if self._offload() else PROBE_REFUSED)
+            if rest:
+                self.dataReceived(rest)
+            return
         if (len(requestLine) == 3 and requestLine[0] == b"POST"
                 and requestLine[1].split(b"?", 1)[0] == b"/connect"):
             self._counters.increment("link.connects")
-            link = GuestLinkProtocol(self._makePort, LE16, self._peerName, self._clock)
+            if self._offload() and wantsOffload(head):
+                self._counters.increment("link.offloadConnects")
+                link = OffloadGuestLink(self._makePort, self._peerName, self._clock,
+                                        self._completeChecksums)
+            else:
+                link = GuestLinkProtocol(self._makePort, LE16, self._peerName, self._clock)
             self._delegate = link
             link.makeConnection(self.transport)
             if rest:
@@ -149,7 +239,11 @@ class LinkFactory(Factory):
         clock = getattr(self.network, "reactor", None)
         if self.framing == "qemu":
             return GuestLinkProtocol(self.makePort, BE32, peerName, clock)
-        return ConnectOrHTTP(self.makePort, self.site, peerName, self.counters, clock)
+        network = self.network
+        return ConnectOrHTTP(
+            self.makePort, self.site, peerName, self.counters, clock,
+            offload=lambda: getattr(network, "offload", True),
+            completeChecksums=lambda: getattr(network, "verifyChecksums", False))
 
 
 def _describe(addr):
