@@ -54,7 +54,8 @@ class SwitchPort:
         protocol.framesReceived = self.framesReceived
         protocol.transport.registerProducer(self, True)
         self.switch.attach(self)
-        self.log.info("guest link up: {name}", name=self.name)
+        self.log.info("guest link up: {name}{offload}", name=self.name,
+                      offload=" (offload)" if protocol.offload else "")
 
     def detach(self):
         """
