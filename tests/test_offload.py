@@ -308,7 +308,7 @@ class HostNegotiationTests(SynchronousTestCase):
 
         self.protocol = ConnectOrHTTP(Port, None, "peer", self.counters, self.clock,
                                       offload=lambda: offloadOn,
-                                      completeChecksums=lambda: verify)
+                                      completeChecksums=lambda: verify, gatewayMAC=GW_MAC)
         self.transport = StringTransport()
         self.protocol.makeConnection(self.transport)
 
@@ -353,6 +353,21 @@ class HostNegotiationTests(SynchronousTestCase):
                                        + BE32.pack(len(frame) + 10) + bad + frame)
             self.assertEqual(self.ports[0].frames, [expected])
             self.assertEqual(self.counters.get("drop.link.virtioHeader"), 1)
+
+    def test_otherGuestGetsCompleteFrames(self):
+        """
+        A super-segment with a partial checksum for another guest's MAC (not
+        the gateway's) is cut and completed at the link: what the switch
+        forwards is what a NIC would have sent.
+        """
+        self.connect()
+        self.protocol.dataReceived(offload.OFFLOAD_PROBE + guestforwarder.connectRequest(offload=True))
+        other = bytes.fromhex("5a94efe40c99")
+        frame = other + tcpFrame(bytes(range(256)) * 12)[6:]
+        vnet = virtio.pack(virtio.F_NEEDS_CSUM, virtio.GSO_TCPV4, 66, 1000, 34, 16)
+        self.protocol.dataReceived(BE32.pack(len(frame) + 10) + vnet + partial(frame))
+        self.assertEqual(self.ports[0].frames, virtio.segmentTCPv4(frame, virtio.parse(vnet)))
+        self.assertEqual(len(self.ports[0].frames), 4)
 
     def test_probeRefusedWhenOff(self):
         """

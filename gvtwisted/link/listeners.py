@@ -84,45 +84,63 @@ class OffloadGuestLink(GuestLinkProtocol):
 
     offload = True
 
-    def __init__(self, makePort, peerName, clock=None, completeChecksums=lambda: False):
+    def __init__(self, makePort, peerName, clock=None, completeChecksums=lambda: False,
+                 gatewayMAC=None):
         GuestLinkProtocol.__init__(self, makePort, BE32, peerName, clock)
         self._completeChecksums = completeChecksums
+        self._gatewayMAC = gatewayMAC
 
     def connectionMade(self):
         GuestLinkProtocol.connectionMade(self)
         portFrames = self.framesReceived
-        portFrame = self.frameReceived
         strip = self._strip
 
         def framesReceived(frames):
-            frames = [f for f in map(strip, frames) if f is not None]
-            if frames:
-                portFrames(frames)
+            out = []
+            for frame in frames:
+                strip(frame, out)
+            if out:
+                portFrames(out)
 
         def frameReceived(frame):
-            frame = strip(frame)
-            if frame is not None:
-                portFrame(frame)
+            framesReceived([frame])
 
         self.framesReceived = framesReceived
         self.frameReceived = frameReceived
 
-    def _strip(self, frame):
+    def _strip(self, frame, out):
         """
-        The Ethernet frame behind a virtio-net header, or L{None} (counted)
-        for a header no frame can have.
+        Append to C{out} the Ethernet frame behind a virtio-net header, or
+        nothing (counted) for a header no frame can have.
+
+        A partial checksum stays partial for the gateway (whose stack does
+        not check it unless C{completeChecksums()}); a frame for any other
+        address (another guest, through the switch) is made what a NIC would
+        send: its checksum completed, a super-segment cut into MSS pieces.
         """
         if not frame[0] and not frame[1]:
-            return frame[virtio.SIZE:]
+            out.append(frame[virtio.SIZE:])
+            return
         try:
             header = virtio.parse(frame, len(frame) - virtio.SIZE)
         except virtio.VirtioHeaderError as e:
             self.port.counters.complain("link.virtioHeader", f"{self.peerName}: {e}")
-            return None
+            return
+        body = frame[virtio.SIZE:]
+        if self._gatewayMAC is not None and body[0:6] != self._gatewayMAC:
+            if header.gsoType != virtio.GSO_NONE:
+                if header.gsoType & ~virtio.GSO_ECN != virtio.GSO_TCPV4:
+                    self.port.counters.complain("link.gsoType", f"{self.peerName}: {header.gsoType}")
+                    return
+                out.extend(virtio.segmentTCPv4(body, header))
+                return
+            if header.flags & virtio.F_NEEDS_CSUM:
+                body = bytes(virtio.completeChecksum(body, header.csumStart, header.csumOffset))
+            out.append(body)
+            return
         if header.flags & virtio.F_NEEDS_CSUM and self._completeChecksums():
-            return bytes(virtio.completeChecksum(
-                memoryview(frame)[virtio.SIZE:], header.csumStart, header.csumOffset))
-        return frame[virtio.SIZE:]
+            body = bytes(virtio.completeChecksum(body, header.csumStart, header.csumOffset))
+        out.append(body)
 
     def sendFrame(self, frame: bytes):
         self.transport.writeSequence((self._pack(len(frame) + virtio.SIZE), virtio.PLAIN, frame))
@@ -141,8 +159,9 @@ class ConnectOrHTTP(Protocol):
     log = Logger()
 
     def __init__(self, makePort, site, peerName, counters, clock=None,
-                 offload=lambda: False, completeChecksums=lambda: False):
+                 offload=lambda: False, completeChecksums=lambda: False, gatewayMAC=None):
         self._offload = offload
+        self._gatewayMAC = gatewayMAC
         self._completeChecksums = completeChecksums
         self._clock = clock
         self._makePort = makePort
@@ -185,7 +204,7 @@ class ConnectOrHTTP(Protocol):
             if self._offload() and wantsOffload(head):
                 self._counters.increment("link.offloadConnects")
                 link = OffloadGuestLink(self._makePort, self._peerName, self._clock,
-                                        self._completeChecksums)
+                                        self._completeChecksums, self._gatewayMAC)
             else:
                 link = GuestLinkProtocol(self._makePort, LE16, self._peerName, self._clock)
             self._delegate = link
@@ -243,7 +262,8 @@ class LinkFactory(Factory):
         return ConnectOrHTTP(
             self.makePort, self.site, peerName, self.counters, clock,
             offload=lambda: getattr(network, "offload", True),
-            completeChecksums=lambda: getattr(network, "verifyChecksums", False))
+            completeChecksums=lambda: getattr(network, "verifyChecksums", False),
+            gatewayMAC=getattr(getattr(network, "config", None), "gatewayMAC", None))
 
 
 def _describe(addr):

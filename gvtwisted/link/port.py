@@ -55,7 +55,7 @@ class SwitchPort:
         protocol.transport.registerProducer(self, True)
         self.switch.attach(self)
         self.log.info("guest link up: {name}{offload}", name=self.name,
-                      offload=" (offload)" if protocol.offload else "")
+                      offload=" (offload)" if getattr(protocol, "offload", False) else "")
 
     def detach(self):
         """
@@ -128,7 +128,7 @@ class SwitchPort:
         partial checksums (L{sendFrameParts} with C{vnet}).
         """
         protocol = self.protocol
-        return protocol is not None and protocol.offload
+        return protocol is not None and getattr(protocol, "offload", False)
 
     def sendFrameParts(self, parts, vnet=None):
         """
@@ -142,7 +142,7 @@ class SwitchPort:
         protocol = self.protocol
         if protocol is None:
             return
-        if vnet is not None and not protocol.offload:
+        if vnet is not None and not getattr(protocol, "offload", False):
             header = virtio.parse(vnet)
             frame = b"".join(parts)
             if header.gsoType != virtio.GSO_NONE:
