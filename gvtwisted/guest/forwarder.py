@@ -25,6 +25,7 @@ from gvtwisted.link.framing import BE32, LE16, FramedLinkProtocol
 from gvtwisted.link.offload import (
     OFFLOAD_HEADER,
     OFFLOAD_PROBE,
+    OFFLOAD_READ_SIZE,
     OffloadProbeError,
     parseProbeResponse,
 )
@@ -172,6 +173,8 @@ class GuestLinkProtocol(FramedLinkProtocol):
         if accepted:
             self.offload = True
             self.setHeader(BE32)
+            if getattr(self.transport, "bufferSize", None) is not None:
+                self.transport.bufferSize = OFFLOAD_READ_SIZE
             self.tapFrameReceived = self.sendFrame
             self.frameReceived = self.device.writeFrame
             self.device.setOffloads(OFFLOADS)

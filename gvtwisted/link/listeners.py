@@ -25,6 +25,7 @@ from twisted.web.server import Site
 from gvtwisted.link.framing import BE32, LE16, FramedLinkProtocol
 from gvtwisted.link.offload import (
     OFFLOAD_PATH,
+    OFFLOAD_READ_SIZE,
     PROBE_ACCEPTED,
     PROBE_REFUSED,
     wantsOffload,
@@ -91,6 +92,10 @@ class OffloadGuestLink(GuestLinkProtocol):
         self._gatewayMAC = gatewayMAC
 
     def connectionMade(self):
+        # A super-segment is 64 KiB and a little more with its headers: with
+        # Twisted's 64 KiB reads every one would straddle two reads.
+        if getattr(self.transport, "bufferSize", None) is not None:
+            self.transport.bufferSize = OFFLOAD_READ_SIZE
         GuestLinkProtocol.connectionMade(self)
         portFrames = self.framesReceived
         strip = self._strip

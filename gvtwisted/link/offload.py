@@ -28,6 +28,10 @@ PROBE_REFUSED = (b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\n"
 
 MAX_RESPONSE = 16 * 1024
 
+# How much an offload link's transport reads at once (Twisted's default is
+# 64 KiB, less than one super-segment with its headers).
+OFFLOAD_READ_SIZE = 256 * 1024
+
 
 class OffloadProbeError(Exception):
     """
