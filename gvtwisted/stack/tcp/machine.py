@@ -1,20 +1,25 @@
 """
-The gateway side of one guest TCP connection: an RFC 9293 state machine that does
-no I/O of its own and is, to the protocol above it, an ordinary Twisted transport.
+The RFC 9293 connection machine of L{gvtwisted.stack.tcp}: states, the send and
+receive sequence spaces, segment processing per state, retransmission and the
+connection's one timer. It does no I/O: segments come in already parsed
+(L{gvtwisted.wire.tcp.parseSegment}) through L{TCPMachine.receiveSyn} and
+L{TCPMachine.segmentReceived}, and go out as complete TCP segments through the
+C{send} callable (or the optional C{frameSender}) it was given. Time comes from
+an injected C{IReactorTime}.
 
-Segments come in already parsed (L{gvtwisted.wire.tcp.parseSegment}) through
-L{TCPConnection.receiveSyn} and L{TCPConnection.segmentReceived}; segments go out
-as complete TCP segments (header, options, payload, checksum) through the C{send}
-callable the network gave us. Time comes from an injected C{IReactorTime}, so the
-same code runs on the reactor and on L{twisted.internet.task.Clock} in tests.
+What stands alone lives beside it: the RTT estimator (L{rtt}), congestion
+control (L{congestion}) and the out-of-order assembler (L{assembler}). What a
+Twisted protocol sees (C{ITCPTransport}, producers and consumers, delivery of
+data, the link's flow control) is the adapter in L{transport}, a subclass: this
+machine calls these hooks of it:
 
-What the protocol sees is what it would see on a real socket: C{ITCPTransport},
-C{IPushProducer} (pausing us closes the guest's window instead of growing a
-buffer) and C{IConsumer} (a full send buffer pauses the producer writing into us).
-
-Sequence numbers are unwrapped on entry into unbounded Python integers (relative
-to the variable they are compared with), so every comparison inside is a plain
-integer comparison and wrap-around only exists at the wire.
+ - C{_connectProtocol()}: the handshake completed;
+ - C{_accept(data)}: in-order data, already counted in C{_rcvNxt};
+ - C{_drainReceiveQueue()}: deliver what was accepted;
+ - C{_writeSideDone()}: our FIN is acknowledged;
+ - C{_feedProducer()}: acknowledged data left room in the send buffer;
+ - C{_notifyLost(reason)}: C{connectionLost}, once;
+ - C{_linkPaused}: whether the guest's link is full (segments wait).
 
 Standards followed: RFC 9293 (the machine), 6298 (RTO), 5681 and 6582 (congestion
 control, NewReno), 7323 (window scale, timestamps, PAWS), 2018 (SACK, receiver
@@ -22,20 +27,38 @@ side), 5961 (RST and SYN checks), 6528 (initial sequence numbers), 1122 and 9293
 3.8.6 (delayed ACK, silly window avoidance, zero window probes).
 """
 
-import hashlib
-import os
 import socket
 import struct
 from collections import deque
 
-from zope.interface import implementer
-
-from twisted.internet import error, interfaces
-from twisted.internet.address import IPv4Address
+from twisted.internet import error
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from gvtwisted.wire.checksum import foldEach
+from gvtwisted.stack import tcp as _package
+from gvtwisted.stack.tcp.assembler import Assembler
+from gvtwisted.stack.tcp.congestion import DUP_FAST_RETRANSMIT, DUP_SEND, NewReno
+from gvtwisted.stack.tcp.rtt import RttEstimator
+from gvtwisted.stack.tcp.sequence import HALF as _HALF
+from gvtwisted.stack.tcp.sequence import MASK as _MASK
+from gvtwisted.stack.tcp.sequence import initialSequenceNumber
+from gvtwisted.stack.tcp.sequence import wantedShift as _wantedShift
+from gvtwisted.stack.tcp.states import (
+    CLOSE_WAIT,
+    CLOSED,
+    CLOSING,
+    ESTABLISHED,
+    FIN_WAIT_1,
+    FIN_WAIT_2,
+    LAST_ACK,
+    LISTEN,
+    SYN_PENDING,
+    SYN_RCVD,
+    SYN_SENT,
+    TIME_WAIT,
+)
+from gvtwisted.stack.tcp.states import RECEIVING as _RECEIVING
+from gvtwisted.stack.tcp.states import SENDING as _SENDING
 from gvtwisted.wire.tcp import (
     ACK,
     FIN,
@@ -52,22 +75,6 @@ from gvtwisted.wire.tcp import (
     windowScaleOption,
 )
 
-LISTEN = "LISTEN"
-SYN_PENDING = "SYN_PENDING"
-SYN_SENT = "SYN_SENT"
-SYN_RCVD = "SYN_RCVD"
-ESTABLISHED = "ESTABLISHED"
-FIN_WAIT_1 = "FIN_WAIT_1"
-FIN_WAIT_2 = "FIN_WAIT_2"
-CLOSE_WAIT = "CLOSE_WAIT"
-CLOSING = "CLOSING"
-LAST_ACK = "LAST_ACK"
-TIME_WAIT = "TIME_WAIT"
-CLOSED = "CLOSED"
-
-_MASK = 0xFFFFFFFF
-_HALF = 0x80000000
-
 # Timer kinds; one lazy timer per connection serves them all because at most one
 # is needed at a time.
 _T_RTO = "rto"
@@ -76,88 +83,21 @@ _T_TIME_WAIT = "timeWait"
 _T_FIN_WAIT_2 = "finWait2"
 
 _TS_OPTION = struct.Struct("!BBBBII")
-_PORTS = struct.Struct("!HH")
 
 # Bursts of full segments whose payload checksums are summed in one call: up to
 # this segment size (above it numpy's per-call cost hardly matters) and this many
-# segments (about what a link takes before it pushes back at MTU 1500).
+# segments (about what a link takes before it pushes back at MTU 1500). The sum
+# is looked up on the package (C{gvtwisted.stack.tcp.foldEach}) so that a test
+# can watch it.
 _BURST_MSS = 16384
 _BURST_SEGMENTS = 32
 
-# States in which data and FIN may be (re)transmitted.
-_SENDING = frozenset((ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, CLOSING, LAST_ACK))
-# States in which incoming data is accepted.
-_RECEIVING = frozenset((ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2))
 
-_SECRET = os.urandom(16)
-
-
-def initialSequenceNumber(
-    localIP: bytes, localPort: int, remoteIP: bytes, remotePort: int, now: float
-) -> int:
+class TCPMachine:
     """
-    RFC 6528: ISN = M + F(4-tuple, secret), M a 4 microsecond clock and F a keyed
-    hash, so that an off-path attacker cannot guess it and a new incarnation of a
-    4-tuple starts above the old one.
-    """
-    digest = hashlib.blake2s(
-        localIP + remoteIP + _PORTS.pack(localPort, remotePort),
-        key=_SECRET,
-        digest_size=4,
-    ).digest()
-    return (int.from_bytes(digest, "big") + int(now * 250000)) & _MASK
-
-
-def resetForSegment(localIP: bytes, remoteIP: bytes, seg):
-    """
-    The RST that answers C{seg}, which arrived from C{remoteIP} for C{localIP} and
-    matched no connection (RFC 9293 3.10.7.1), or C{None} if C{seg} is itself a RST
-    (a RST is never answered).
-
-    @return: a complete TCP segment from local to remote, or C{None}.
-    """
-    flags = seg.flags
-    if flags & RST:
-        return None
-    if flags & ACK:
-        return buildSegment(
-            localIP, remoteIP, seg.dstPort, seg.srcPort, seg.ack, 0, RST, 0
-        )
-    length = len(seg.payload) + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
-    return buildSegment(
-        localIP,
-        remoteIP,
-        seg.dstPort,
-        seg.srcPort,
-        0,
-        seg.seq + length,
-        RST | ACK,
-        0,
-    )
-
-
-def _wantedShift(bufferSize: int) -> int:
-    """
-    The smallest window scale shift that lets a window of C{bufferSize} bytes be
-    advertised in the 16-bit field (RFC 7323 caps it at 14).
-    """
-    shift = 0
-    while shift < 14 and (bufferSize >> shift) > 0xFFFF:
-        shift += 1
-    return shift
-
-
-@implementer(interfaces.ITCPTransport, interfaces.IPushProducer, interfaces.IConsumer)
-class TCPConnection:
-    """
-    One TCP connection between a gateway address (local) and a guest (remote).
-
-    A new connection is in C{LISTEN}: it either takes a guest's SYN in two steps
-    (L{receiveSyn}, then L{acceptSyn} or L{refuse}) or opens actively
-    (L{connect}). When the handshake completes the protocol given to
-    L{setProtocol} gets C{makeConnection(self)}; C{onConnectFailed(reason)} is
-    called instead if it never completes. C{onClose(self)} is called once, when
-    the connection reaches C{CLOSED}, whatever the path.
+    The protocol machine of one TCP connection between a gateway address
+    (local) and a guest (remote); see L{gvtwisted.stack.tcp.TCPConnection},
+    which adds what a Twisted protocol needs, for the whole story.
 
     @ivar state: the RFC 9293 state name, such as C{"ESTABLISHED"}; C{"SYN_PENDING"}
         is the extra state between L{receiveSyn} and L{acceptSyn}.
@@ -197,6 +137,14 @@ class TCPConnection:
     # one ACK for the batch goes out microseconds later (as Linux does with
     # GRO), and saves building and sending an ACK per two segments.
     stretchAcks = True
+
+    # What the transport adapter keeps in each instance; these defaults are a
+    # machine with no protocol and no link.
+    connected = 0
+    _readClosed = False
+    _lostNotified = False
+    _producer = None
+    _linkPaused = False
 
     def __init__(
         self,
@@ -255,16 +203,8 @@ class TCPConnection:
         self.onConnectFailed = None
         self.counters = counters
         self.state = LISTEN
-        self.protocol = None
         if timeWait is not None:
             self.timeWaitDuration = timeWait
-
-        # Twisted transport attributes that protocols look at.
-        self.connected = 0
-        self.disconnecting = 0
-        self.disconnected = 0
-        self._noDelay = True
-        self._keepAlive = False
 
         self._rcvBufSize = receiveBufferSize
         self._sndBufSize = sendBufferSize
@@ -296,15 +236,13 @@ class TCPConnection:
         self._sndBuf = bytearray()
         self._finSeq = None
         self._finAcked = False
-        self._cwnd = 0
-        self._ssthresh = 1 << 30
-        self._caBytes = 0
-        self._dupAcks = 0
-        self._recoverEnd = 0
-        self._inRecovery = False
-        self._srtt = None
-        self._rttvar = 0.0
-        self._rto = self.initialRto
+        self._writeClosed = False
+        self._cc = NewReno()
+        self._rtt = RttEstimator(
+            self.initialRto, self.minRto, self.maxRto, self.clockGranularity
+        )
+        # The estimator's RTO, read on every ACK, so kept here as well.
+        self._rto = self._rtt.rto
         self._rttSeq = None
         self._rttTime = 0.0
         self._retries = 0
@@ -316,8 +254,10 @@ class TCPConnection:
         self._rcvAdvEdge = 0
         self._rcvQueue = deque()
         self._rcvBuffered = 0
-        self._ooo = []
-        self._oooLast = None
+        self._assembler = Assembler(self.maxOutOfOrderBlocks)
+        # The assembler's blocks (the same list): "is anything held out of
+        # order" is asked of every segment.
+        self._ooo = self._assembler.blocks
         self._finRcvSeq = None
         self._tsRecent = 0
         self._lastAckSent = 0
@@ -326,42 +266,14 @@ class TCPConnection:
         self._needOutput = False
         self._lastOutOfWindowAck = float("-inf")
         self._readEofPending = False
-        self._readEofDelivered = False
-        self._draining = False
-
-        # Twisted-facing close and flow control state.
-        self._readPaused = False
-        self._readClosed = False
-        self._writeClosed = False
-        self._lostNotified = False
-        self._producer = None
-        self._streamingProducer = False
-        self._producerPaused = False
-        self._feeding = False
-        # The LinkInterface the guest is behind, or None (not known yet).
-        self.link = None
-        self._rtoDeferred = False
 
         self._timerKind = None
         self._timerDeadline = 0.0
         self._timerCall = None
         self._flushCall = None
 
-    def __repr__(self):
-        return (
-            f"<TCPConnection {self.localAddr[0]}:{self.localAddr[1]}"
-            f" <-> {self.remoteAddr[0]}:{self.remoteAddr[1]} {self.state}>"
-        )
-
     # ------------------------------------------------------------------
     # Opening.
-
-    def setProtocol(self, protocol):
-        """
-        The protocol that gets C{makeConnection(self)} when the handshake
-        completes.
-        """
-        self.protocol = protocol
 
     def receiveSyn(self, seg):
         """
@@ -456,7 +368,7 @@ class TCPConnection:
         self._sndUna = iss
         self._sndNxt = iss + 1
         self._sndMax = iss + 1
-        self._recoverEnd = iss
+        self._cc.recoverEnd = iss
 
     def _negotiate(self, syn):
         """
@@ -524,19 +436,8 @@ class TCPConnection:
         protocol.
         """
         self.state = ESTABLISHED
-        self._cwnd = self.initialWindowSegments * self._effMss
-        self._ssthresh = 1 << 30
-        protocol = self.protocol
-        if protocol is None:
-            self.log.warn("{conn} established without a protocol; aborting", conn=self)
-            self.abortConnection()
-            return
-        self.connected = 1
-        try:
-            protocol.makeConnection(self)
-        except BaseException:
-            self._protocolFailed("connectionMade")
-            self._abortWith(Failure())
+        self._cc.start(self._effMss, self.initialWindowSegments)
+        self._connectProtocol()
 
     def _failHandshake(self, exc):
         """
@@ -555,6 +456,13 @@ class TCPConnection:
         """
         Process one segment of this connection's 4-tuple (already parsed, its
         checksum already verified).
+
+        In a synchronized state the checks run in RFC 9293 3.10.7.4's order,
+        each in a method of its own: the sequence number
+        (L{_sequenceAcceptable}), then RST and SYN (L{_resetOrSynReceived}),
+        the ACK field (L{_synRcvdAcked} then L{_processAck}), the segment text
+        and the FIN (L{_receiveText}, L{_textAfterFin}); last, what the segment made us owe
+        goes out.
 
         @return: C{True} only when C{seg} is a SYN opening a new incarnation of
             the 4-tuple while this one is in TIME_WAIT: this connection closed
@@ -588,76 +496,26 @@ class TCPConnection:
                 self._enterClosed(Failure(error.ConnectionDone()))
                 return True
 
-        # PAWS (RFC 7323 5): a timestamp older than the last one seen is an old
-        # duplicate from a previous wrap of the sequence space.
         segLen = plen
         if flags & SYN:
             segLen += 1
         if flags & FIN:
             segLen += 1
-        tsVal = seg.tsVal
-        if self._tsOk and tsVal is not None and not flags & RST:
-            if (tsVal - self._tsRecent) & _MASK >= _HALF:
-                self._count("tcp.pawsDrop")
-                self._sendOutOfWindowAck(segLen, flags)
-                return
-        wnd = self._rcvAdvEdge - rcvNxt
-        if wnd < 0:
-            wnd = 0
-        # RFC 9293 3.10.7.4's acceptability test, relaxed like Linux at the right
-        # edge so that a FIN or an ACK at a zero window still gets in.
-        if segLen == 0:
-            acceptable = rcvNxt <= seq <= rcvNxt + wnd
-        else:
-            acceptable = seq + segLen > rcvNxt and seq <= rcvNxt + wnd
-        if not acceptable:
-            if not flags & RST:
-                self._count("tcp.unacceptable")
-                if state is TIME_WAIT and flags & FIN:
-                    # The peer's FIN again: our last ACK was lost. RFC 9293
-                    # restarts the wait, though its own sequence check (the FIN
-                    # is old) would stop the segment before that step.
-                    self._setTimer(_T_TIME_WAIT, self._timeWaitInterval())
-                self._sendOutOfWindowAck(segLen, flags)
+        # First, the sequence number.
+        if not self._sequenceAcceptable(seg, seq, segLen, flags, state):
             return
-
-        if flags & RST:
-            # RFC 5961 3.2: only an exact match resets; a RST elsewhere in the
-            # window gets a challenge ACK, which a real peer answers with an exact
-            # RST.
-            if seq == rcvNxt:
-                self._resetReceived()
-            else:
-                self._count("tcp.challengeAck")
-                self._sendOutOfWindowAck(0, flags)
+        # Second and fourth, RST and SYN (the third, security, has no use here).
+        if flags & (RST | SYN):
+            self._resetOrSynReceived(seq, segLen, flags)
             return
-        if flags & SYN:
-            # RFC 5961 4.2: a SYN in a synchronized state gets a challenge ACK.
-            self._count("tcp.challengeAck")
-            self._sendOutOfWindowAck(segLen, flags)
-            return
+        # Fifth, the ACK field.
         if not flags & ACK:
             return
-
+        tsVal = seg.tsVal
         if self._tsOk and tsVal is not None and seq <= self._lastAckSent:
             self._tsRecent = tsVal
-
-        if state is SYN_RCVD:
-            sndUna = self._sndUna
-            ack = sndUna + ((seg.ack - sndUna + _HALF) & _MASK) - _HALF
-            if not sndUna < ack <= self._sndMax:
-                self._count("tcp.resetSent")
-                self._sendRaw(seg.ack, 0, RST)
-                return
-            self._sndWnd = seg.window << self._sndShift
-            self._maxSndWnd = self._sndWnd
-            self._sndWl1 = seq
-            self._sndWl2 = ack
-            self._handshakeAcked(ack)
-            self._establish()
-            if self.state is CLOSED:
-                return
-
+        if state is SYN_RCVD and not self._synRcvdAcked(seg, seq):
+            return
         if not self._processAck(seg, seq, flags, plen):
             self._count("tcp.ackUnsent")
             self._sendOutOfWindowAck(segLen, flags)
@@ -665,23 +523,15 @@ class TCPConnection:
         state = self.state
         if state is CLOSED:
             return
-
+        # Seventh and eighth (the sixth, URG, is not supported), the text and
+        # the FIN.
         if plen or flags & FIN:
             if state in _RECEIVING:
                 self._receiveText(seq, payload, flags & FIN)
                 if self.state is CLOSED:
                     return
-            elif state is TIME_WAIT:
-                # A retransmitted FIN: our ACK was lost. Acknowledge it again and
-                # restart the wait (RFC 9293 3.10.7.4, eighth step).
-                self._ackNow = True
-                self._ackOwed += 1
-                self._setTimer(_T_TIME_WAIT, self._timeWaitInterval())
             else:
-                # CLOSE_WAIT, CLOSING, LAST_ACK: the peer's FIN is already in; this
-                # is a retransmission of something we have.
-                self._ackNow = True
-                self._ackOwed += 1
+                self._textAfterFin(state)
 
         if self._needOutput:
             self._needOutput = False
@@ -691,6 +541,100 @@ class TCPConnection:
                 self._sendAck()
             else:
                 self._scheduleFlush()
+
+    def _sequenceAcceptable(self, seg, seq, segLen, flags, state):
+        """
+        RFC 9293 3.10.7.4's first check, after PAWS (RFC 7323 5): whether the
+        segment is in the window. A segment that is not is answered (at most
+        an ACK, never for a RST) and dropped.
+        """
+        # PAWS: a timestamp older than the last one seen is an old duplicate
+        # from a previous wrap of the sequence space.
+        tsVal = seg.tsVal
+        if self._tsOk and tsVal is not None and not flags & RST:
+            if (tsVal - self._tsRecent) & _MASK >= _HALF:
+                self._count("tcp.pawsDrop")
+                self._sendOutOfWindowAck(segLen, flags)
+                return False
+        rcvNxt = self._rcvNxt
+        wnd = self._rcvAdvEdge - rcvNxt
+        if wnd < 0:
+            wnd = 0
+        # The acceptability test, relaxed like Linux at the right edge so that
+        # a FIN or an ACK at a zero window still gets in.
+        if segLen == 0:
+            acceptable = rcvNxt <= seq <= rcvNxt + wnd
+        else:
+            acceptable = seq + segLen > rcvNxt and seq <= rcvNxt + wnd
+        if acceptable:
+            return True
+        if not flags & RST:
+            self._count("tcp.unacceptable")
+            if state is TIME_WAIT and flags & FIN:
+                # The peer's FIN again: our last ACK was lost. RFC 9293
+                # restarts the wait, though its own sequence check (the FIN
+                # is old) would stop the segment before that step.
+                self._setTimer(_T_TIME_WAIT, self._timeWaitInterval())
+            self._sendOutOfWindowAck(segLen, flags)
+        return False
+
+    def _resetOrSynReceived(self, seq, segLen, flags):
+        """
+        RFC 9293 3.10.7.4's second and fourth checks: an acceptable RST or SYN
+        in a synchronized state.
+        """
+        if flags & RST:
+            # RFC 5961 3.2: only an exact match resets; a RST elsewhere in the
+            # window gets a challenge ACK, which a real peer answers with an exact
+            # RST.
+            if seq == self._rcvNxt:
+                self._resetReceived()
+            else:
+                self._count("tcp.challengeAck")
+                self._sendOutOfWindowAck(0, flags)
+            return
+        # RFC 5961 4.2: a SYN in a synchronized state gets a challenge ACK.
+        self._count("tcp.challengeAck")
+        self._sendOutOfWindowAck(segLen, flags)
+
+    def _synRcvdAcked(self, seg, seq):
+        """
+        The fifth check in C{SYN_RCVD}: an ACK of our SYN-ACK completes the
+        handshake; any other ACK gets a RST.
+
+        @return: whether processing goes on (the connection is established).
+        """
+        sndUna = self._sndUna
+        ack = sndUna + ((seg.ack - sndUna + _HALF) & _MASK) - _HALF
+        if not sndUna < ack <= self._sndMax:
+            self._count("tcp.resetSent")
+            self._sendRaw(seg.ack, 0, RST)
+            return False
+        self._sndWnd = seg.window << self._sndShift
+        self._maxSndWnd = self._sndWnd
+        self._sndWl1 = seq
+        self._sndWl2 = ack
+        self._handshakeAcked(ack)
+        self._establish()
+        return self.state is not CLOSED
+
+    def _textAfterFin(self, state):
+        """
+        RFC 9293 3.10.7.4's seventh and eighth checks in a state that no longer
+        reads (the peer's FIN is in): data or a FIN again (in a state that
+        reads, L{_receiveText}).
+        """
+        if state is TIME_WAIT:
+            # A retransmitted FIN: our ACK was lost. Acknowledge it again and
+            # restart the wait (RFC 9293 3.10.7.4, eighth step).
+            self._ackNow = True
+            self._ackOwed += 1
+            self._setTimer(_T_TIME_WAIT, self._timeWaitInterval())
+        else:
+            # CLOSE_WAIT, CLOSING, LAST_ACK: the peer's FIN is already in; this
+            # is a retransmission of something we have.
+            self._ackNow = True
+            self._ackOwed += 1
 
     def _newIncarnation(self, seg, seq):
         """
@@ -767,11 +711,11 @@ class TCPConnection:
         if self._sndNxt < ack:
             self._sndNxt = ack
         if self._rttSeq is not None and ack >= self._rttSeq:
-            self._rttSample(self.clock.seconds() - self._rttTime)
+            self._rto = self._rtt.sample(self.clock.seconds() - self._rttTime)
         self._rttSeq = None
         self._retries = 0
         self._timerKind = None
-        self._recoverEnd = self.iss
+        self._cc.recoverEnd = self.iss
 
     def _processAck(self, seg, seq, flags, plen):
         """
@@ -835,36 +779,15 @@ class TCPConnection:
         if self._tsOk and tsEcr is not None:
             elapsed = (self._tsNow() - tsEcr) & _MASK
             if elapsed < 0x7FFFFFFF:
-                self._rttSample(elapsed / 1000.0)
+                self._rto = self._rtt.sample(elapsed / 1000.0)
             self._rttSeq = None
         elif self._rttSeq is not None and ack >= self._rttSeq:
-            self._rttSample(self.clock.seconds() - self._rttTime)
+            self._rto = self._rtt.sample(self.clock.seconds() - self._rttTime)
             self._rttSeq = None
 
-        mss = self._effMss
-        if self._inRecovery:
-            if ack >= self._recoverEnd:
-                # Full acknowledgement: leave fast recovery (RFC 6582 3.2 step 3).
-                self._inRecovery = False
-                flight = self._sndMax - ack
-                self._cwnd = min(self._ssthresh, max(flight, mss) + mss)
-            else:
-                # Partial acknowledgement: the next hole is lost too.
-                self._retransmitFirst()
-                cwnd = self._cwnd - acked + mss
-                self._cwnd = cwnd if cwnd > mss else mss
-        elif self._cwnd < self._ssthresh:
-            # Slow start, counting bytes: the guest link is local and ACKs may be
-            # stretched by the guest's GRO, so no per-ACK cap.
-            self._cwnd += acked
-        else:
-            self._caBytes += acked
-            if self._caBytes >= self._cwnd:
-                self._caBytes -= self._cwnd
-                self._cwnd += mss
-        if self._cwnd > 1 << 30:
-            self._cwnd = 1 << 30
-        self._dupAcks = 0
+        if self._cc.ackAdvanced(acked, ack, self._sndMax, self._effMss):
+            # A partial acknowledgement in fast recovery: the next hole is lost too.
+            self._retransmitFirst()
         self._retries = 0
         self._firstRetransmitTime = None
 
@@ -903,43 +826,25 @@ class TCPConnection:
         A duplicate ACK (RFC 5681 definition): three of them start fast
         retransmit and NewReno fast recovery (RFC 6582).
         """
-        self._dupAcks += 1
-        mss = self._effMss
-        if self._inRecovery:
-            self._cwnd += mss
-            self._needOutput = True
-        elif self._dupAcks == 3 and self._sndUna > self._recoverEnd:
+        what = self._cc.duplicateAck(self._sndUna, self._sndMax, self._effMss)
+        if what == DUP_FAST_RETRANSMIT:
             self._count("tcp.fastRetransmit")
-            flight = self._sndMax - self._sndUna
-            self._ssthresh = max(flight // 2, 2 * mss)
-            self._recoverEnd = self._sndMax
-            self._inRecovery = True
             self._rttSeq = None
             self._retransmitFirst()
-            self._cwnd = self._ssthresh + 3 * mss
+            self._needOutput = True
+        elif what == DUP_SEND:
             self._needOutput = True
 
-    def _rttSample(self, rtt):
+    @property
+    def _srtt(self):
         """
-        RFC 6298 section 2.
+        The smoothed round-trip time (L{RttEstimator.srtt}).
         """
-        if rtt < 0:
-            rtt = 0.0
-        srtt = self._srtt
-        if srtt is None:
-            self._srtt = rtt
-            self._rttvar = rtt / 2
-        else:
-            delta = srtt - rtt
-            self._rttvar = 0.75 * self._rttvar + 0.25 * (delta if delta > 0 else -delta)
-            self._srtt = 0.875 * srtt + 0.125 * rtt
-        var = 4 * self._rttvar
-        rto = self._srtt + (var if var > self.clockGranularity else self.clockGranularity)
-        if rto < self.minRto:
-            rto = self.minRto
-        elif rto > self.maxRto:
-            rto = self.maxRto
-        self._rto = rto
+        return self._rtt.srtt
+
+    @_srtt.setter
+    def _srtt(self, value):
+        self._rtt.srtt = value
 
     def _receiveText(self, seq, payload, fin):
         """
@@ -968,7 +873,9 @@ class TCPConnection:
         self._ackOwed += 1
         if seq != nxt:
             if plen:
-                self._oooInsert(seq, payload)
+                dropped = self._assembler.insert(seq, payload)
+                if dropped:
+                    self._count("tcp.outOfOrderDrop", dropped)
             # Out of order: a duplicate ACK now tells the sender about the hole.
             self._ackNow = True
             return
@@ -976,7 +883,11 @@ class TCPConnection:
             self._rcvNxt = nxt + plen
             self._accept(payload)
         if self._ooo:
-            self._oooPull()
+            pulled = self._assembler.pull(self._rcvNxt, self._accept)
+            if pulled != self._rcvNxt:
+                self._rcvNxt = pulled
+                # A hole was filled: tell the sender at once (RFC 5681 4.2).
+                self._ackNow = True
         if self._finRcvSeq is not None and self._finRcvSeq == self._rcvNxt:
             self._finReceived()
         batch = self.batch
@@ -986,111 +897,6 @@ class TCPConnection:
                 batch.atEnd(self._batchEnded)
             return
         self._drainReceiveQueue()
-
-    def _batchEnded(self):
-        """
-        The link read whose segments brought data is done: deliver it all in
-        one C{dataReceived}, as one read of a socket returns all that arrived.
-        Joining it is also the one copy out of the link's read buffer.
-        """
-        self._batched = False
-        queue = self._rcvQueue
-        if len(queue) > 1:
-            joined = b"".join(queue)
-            queue.clear()
-            queue.append(joined)
-        elif queue and type(queue[0]) is not bytes:
-            queue[0] = bytes(queue[0])
-        if self.state is not CLOSED:
-            self._drainReceiveQueue()
-
-    def _accept(self, data):
-        """
-        In-order data, already counted in C{rcvNxt}: queue it for the protocol, or
-        drop it if the protocol closed its read side.
-        """
-        if self._readClosed or self._lostNotified:
-            return
-        batch = self.batch
-        if batch is None or not batch.depth:
-            data = bytes(data)
-        # Else a view into the link's read buffer until the batch ends, when it
-        # is joined with the rest of the batch in one copy.
-        self._rcvQueue.append(data)
-        self._rcvBuffered += len(data)
-
-    def _oooInsert(self, seq, data):
-        """
-        Keep an out-of-order segment: blocks C{[start, end, chunks]} stay sorted,
-        disjoint and merged when adjacent. Past L{maxOutOfOrderBlocks} the
-        highest blocks are dropped (RFC 2018 allows reneging; the sender keeps
-        everything until it is acknowledged cumulatively).
-        """
-        end = seq + len(data)
-        blocks = self._ooo
-        pieces = []
-        pos = seq
-        for block in blocks:
-            if block[1] <= pos:
-                continue
-            if block[0] >= end:
-                break
-            if block[0] > pos:
-                pieces.append((pos, block[0]))
-            if block[1] > pos:
-                pos = block[1]
-            if pos >= end:
-                break
-        if pos < end:
-            pieces.append((pos, end))
-        if not pieces:
-            self._oooLast = seq
-            return
-        for start, stop in pieces:
-            chunk = bytes(data[start - seq : stop - seq])
-            i = 0
-            n = len(blocks)
-            while i < n and blocks[i][0] < start:
-                i += 1
-            blocks.insert(i, [start, stop, [chunk]])
-        # Merge adjacent blocks.
-        merged = [blocks[0]]
-        for block in blocks[1:]:
-            last = merged[-1]
-            if last[1] == block[0]:
-                last[1] = block[1]
-                last[2].extend(block[2])
-            else:
-                merged.append(block)
-        if len(merged) > self.maxOutOfOrderBlocks:
-            dropped = len(merged) - self.maxOutOfOrderBlocks
-            self._count("tcp.outOfOrderDrop", dropped)
-            del merged[self.maxOutOfOrderBlocks :]
-        self._ooo = merged
-        self._oooLast = seq
-
-    def _oooPull(self):
-        """
-        Move the out-of-order blocks that now continue the in-order data.
-        """
-        blocks = self._ooo
-        while blocks and blocks[0][0] <= self._rcvNxt:
-            start, end, chunks = blocks.pop(0)
-            nxt = self._rcvNxt
-            if end <= nxt:
-                continue
-            skip = nxt - start
-            for chunk in chunks:
-                if skip >= len(chunk):
-                    skip -= len(chunk)
-                    continue
-                if skip:
-                    chunk = chunk[skip:]
-                    skip = 0
-                self._accept(chunk)
-            self._rcvNxt = end
-            # A hole was filled: tell the sender at once (RFC 5681 4.2).
-            self._ackNow = True
 
     def _finReceived(self):
         """
@@ -1108,60 +914,6 @@ class TCPConnection:
         elif state is FIN_WAIT_2:
             self._enterTimeWait()
         self._readEofPending = True
-
-    def _drainReceiveQueue(self):
-        """
-        Hand queued data, then the end of the stream, to the protocol while it is
-        not paused.
-        """
-        if self._draining:
-            return
-        self._draining = True
-        try:
-            queue = self._rcvQueue
-            while queue and not self._readPaused:
-                data = queue.popleft()
-                if type(data) is not bytes:
-                    # Still a view into a link buffer: a delivery inside a batch.
-                    data = bytes(data)
-                self._rcvBuffered -= len(data)
-                protocol = self.protocol
-                try:
-                    protocol.dataReceived(data)
-                except BaseException:
-                    self._protocolFailed("dataReceived")
-                    self._abortWith(Failure())
-                    return
-                if self.state is CLOSED:
-                    return
-            if self._readEofPending and not queue and not self._readPaused:
-                self._readEofPending = False
-                self._deliverReadEof()
-        finally:
-            self._draining = False
-
-    def _deliverReadEof(self):
-        """
-        The peer's FIN reached the protocol: C{readConnectionLost} for a
-        half-closeable protocol, else the connection closes as Twisted does on
-        end of file (here, gracefully: our pending data still goes out).
-        """
-        if self._readClosed or self._lostNotified:
-            self._maybeFinish()
-            return
-        self._readEofDelivered = True
-        protocol = self.protocol
-        halfCloseable = interfaces.IHalfCloseableProtocol(protocol, None)
-        if halfCloseable is None:
-            self.loseConnection()
-            return
-        try:
-            halfCloseable.readConnectionLost()
-        except BaseException:
-            self._protocolFailed("readConnectionLost")
-            self._abortWith(Failure())
-            return
-        self._maybeFinish()
 
     def _resetReceived(self):
         """
@@ -1244,24 +996,9 @@ class TCPConnection:
 
     def _sackBlocks(self, limit):
         """
-        The SACK option: the block with the latest out-of-order segment first
-        (RFC 2018 4), then the others in sequence order.
+        The SACK option for what we hold out of order, at most C{limit} blocks.
         """
-        blocks = self._ooo
-        last = self._oooLast
-        first = None
-        if last is not None:
-            for block in blocks:
-                if block[0] <= last < block[1]:
-                    first = block
-                    break
-        chosen = [] if first is None else [(first[0], first[1])]
-        for block in blocks:
-            if len(chosen) >= limit:
-                break
-            if block is not first:
-                chosen.append((block[0], block[1]))
-        return sackOption(chosen)
+        return sackOption(self._assembler.sackBlocks(limit))
 
     def _windowField(self, nxt):
         """
@@ -1345,7 +1082,7 @@ class TCPConnection:
         # Offload: the link may take super-segments of several MSS.
         seg = self.frameSender.segmentSize(mss) if self._tsOk and self.frameSender else mss
         wnd = self._sndWnd
-        cwnd = self._cwnd
+        cwnd = self._cc.cwnd
         edge = una + (wnd if wnd < cwnd else cwnd)
         sent = False
         folds = None
@@ -1358,7 +1095,7 @@ class TCPConnection:
             if burst > _BURST_SEGMENTS:
                 burst = _BURST_SEGMENTS
             off = nxt - una
-            folds = iter(foldEach(memoryview(self._sndBuf)[off : off + burst * mss], mss))
+            folds = iter(_package.foldEach(memoryview(self._sndBuf)[off : off + burst * mss], mss))
         while nxt < dataEnd and not self._linkPaused:
             n = dataEnd - nxt
             if n > seg:
@@ -1525,7 +1262,7 @@ class TCPConnection:
                 self._count("tcp.timeout")
                 self._failHandshake(error.TCPTimedOutError())
                 return
-            self._rto = min(self._rto * 2, self.maxRto)
+            self._rto = self._rtt.backoff(self._rto)
             self._rttSeq = None
             self._retransmitFirst()
             self._setTimer(_T_RTO, self._rto)
@@ -1547,16 +1284,9 @@ class TCPConnection:
                 Failure(error.ConnectionLost("retransmission timed out"))
             )
             return
-        mss = self._effMss
-        flight = self._sndMax - self._sndUna
-        self._ssthresh = max(flight // 2, 2 * mss)
-        self._cwnd = mss
-        self._caBytes = 0
-        self._inRecovery = False
-        self._dupAcks = 0
-        self._recoverEnd = self._sndMax
+        self._cc.timedOut(self._sndUna, self._sndMax, self._effMss)
         self._rttSeq = None
-        self._rto = min(self._rto * 2, self.maxRto)
+        self._rto = self._rtt.backoff(self._rto)
         self._sndNxt = self._sndUna
         self._retransmitFirst()
         self._setTimer(_T_RTO, self._rto)
@@ -1606,34 +1336,6 @@ class TCPConnection:
         self._needOutput = True
         self._scheduleFlush()
 
-    def _writeSideDone(self):
-        """
-        Our FIN is acknowledged: every byte written arrived.
-        """
-        if self._lostNotified or not self.connected:
-            return
-        if not self._readClosed:
-            halfCloseable = interfaces.IHalfCloseableProtocol(self.protocol, None)
-            if halfCloseable is not None:
-                try:
-                    halfCloseable.writeConnectionLost()
-                except BaseException:
-                    self._protocolFailed("writeConnectionLost")
-                    self._abortWith(Failure())
-                    return
-        self._maybeFinish()
-
-    def _maybeFinish(self):
-        """
-        Tell the protocol the connection is done once our FIN is acknowledged and
-        the read side is finished too (end of stream delivered, or the protocol
-        asked for a full close and no longer reads).
-        """
-        if self._lostNotified or not self.connected:
-            return
-        if self._finAcked and (self._readClosed or self._readEofDelivered):
-            self._notifyLost(Failure(error.ConnectionDone()))
-
     def _timeWaitInterval(self):
         """
         L{timeWaitDuration}, or longer after a lossy life: if our last ACK is
@@ -1646,32 +1348,6 @@ class TCPConnection:
     def _enterTimeWait(self):
         self.state = TIME_WAIT
         self._setTimer(_T_TIME_WAIT, self._timeWaitInterval())
-
-    def _notifyLost(self, reason):
-        """
-        C{connectionLost}, once; a registered producer is stopped first, as
-        Twisted's own transports do.
-        """
-        if self._lostNotified:
-            return
-        self._lostNotified = True
-        self.connected = 0
-        self.disconnected = 1
-        self._readClosed = True
-        self._rcvQueue.clear()
-        self._rcvBuffered = 0
-        producer = self._producer
-        if producer is not None:
-            self._producer = None
-            try:
-                producer.stopProducing()
-            except BaseException:
-                self.log.failure("stopProducing of {producer} failed", producer=producer)
-        protocol = self.protocol
-        try:
-            protocol.connectionLost(reason)
-        except BaseException:
-            self._protocolFailed("connectionLost")
 
     def _enterClosed(self, reason, notifyLater=False):
         """
@@ -1689,7 +1365,7 @@ class TCPConnection:
             self._flushCall.cancel()
             self._flushCall = None
         self._sndBuf = bytearray()
-        self._ooo = []
+        self._assembler.clear()
         if self.connected and not self._lostNotified and reason is not None:
             if notifyLater:
                 self._lostNotified = True
@@ -1701,10 +1377,6 @@ class TCPConnection:
         onClose = self.onClose
         if onClose is not None:
             onClose(self)
-
-    def _notifyLostLater(self, reason):
-        self._lostNotified = False
-        self._notifyLost(reason)
 
     def _abortWith(self, reason, notifyLater=False):
         """
@@ -1720,139 +1392,6 @@ class TCPConnection:
             self._emit(RST | ACK, self._sndMax)
         self._enterClosed(reason, notifyLater)
 
-    # ------------------------------------------------------------------
-    # ITransport / ITCPTransport.
-
-    def write(self, data):
-        """
-        Buffer C{data} for sending; always accepted (Twisted semantics), but a
-        registered streaming producer is paused once the buffer is full.
-        """
-        if isinstance(data, str):
-            raise TypeError("Data must be bytes, not str")
-        if not self.connected or self._writeClosed or not data:
-            return
-        self._sndBuf += data
-        self._needOutput = True
-        if self._flushCall is None:
-            self._flushCall = self.clock.callLater(0, self._flush)
-        if (
-            self._producer is not None
-            and self._streamingProducer
-            and not self._producerPaused
-            and len(self._sndBuf) >= self._sndBufSize
-        ):
-            self._producerPaused = True
-            self._producer.pauseProducing()
-
-    def writeSequence(self, data):
-        """
-        Write each element of C{data}.
-        """
-        for chunk in data:
-            if isinstance(chunk, str):
-                raise TypeError("Data must be bytes, not str")
-        for chunk in data:
-            self.write(chunk)
-
-    def loseConnection(self):
-        """
-        Close after the buffered data is delivered: stop reading, send FIN after
-        the data; C{connectionLost(ConnectionDone)} when the peer has
-        acknowledged everything.
-        """
-        if not self.connected or self._readClosed:
-            return
-        self._readClosed = True
-        self.disconnecting = 1
-        self._rcvQueue.clear()
-        self._rcvBuffered = 0
-        self._readEofPending = False
-        if self._writeClosed:
-            if self._finAcked and self.state is FIN_WAIT_2:
-                self._setTimer(_T_FIN_WAIT_2, self.finWait2Timeout)
-            self._maybeFinish()
-        else:
-            self._queueFin()
-
-    def loseWriteConnection(self):
-        """
-        Half-close: send FIN after the buffered data and keep reading.
-        """
-        if not self.connected or self._writeClosed:
-            return
-        self._queueFin()
-
-    def abortConnection(self):
-        """
-        Reset now: RST to the peer, buffered data discarded,
-        C{connectionLost(ConnectionAborted)} in the next reactor turn (as
-        Twisted's TCP transport does, so a protocol can abort from inside a
-        callback).
-        """
-        state = self.state
-        if state is CLOSED:
-            return
-        if state is LISTEN or state is SYN_PENDING:
-            self._enterClosed(None)
-            return
-        self._abortWith(Failure(error.ConnectionAborted()), notifyLater=True)
-
-    def getHost(self):
-        return IPv4Address("TCP", self.localAddr[0], self.localAddr[1])
-
-    def getPeer(self):
-        return IPv4Address("TCP", self.remoteAddr[0], self.remoteAddr[1])
-
-    def getTcpNoDelay(self):
-        """
-        Segments go out at the end of each reactor turn whatever this says; the
-        flag is only remembered.
-        """
-        return self._noDelay
-
-    def setTcpNoDelay(self, enabled):
-        self._noDelay = bool(enabled)
-
-    def getTcpKeepAlive(self):
-        """
-        Keep-alives are not sent; the flag is only remembered.
-        """
-        return self._keepAlive
-
-    def setTcpKeepAlive(self, enabled):
-        self._keepAlive = bool(enabled)
-
-    def logPrefix(self):
-        return "TCPConnection"
-
-    # ------------------------------------------------------------------
-    # IPushProducer: the protocol controls how fast we deliver to it.
-
-    def pauseProducing(self):
-        """
-        Stop delivering: data keeps being accepted into the bounded receive
-        buffer, so the window the guest sees shrinks to zero.
-        """
-        self._readPaused = True
-
-    def resumeProducing(self):
-        """
-        Deliver what was buffered and reopen the window with a window update.
-        """
-        if not self._readPaused:
-            return
-        self._readPaused = False
-        if self.state is CLOSED or self._lostNotified:
-            return
-        self._drainReceiveQueue()
-        if self.state is CLOSED:
-            return
-        self._windowUpdate()
-
-    def stopProducing(self):
-        self.loseConnection()
-
     def _windowUpdate(self):
         """
         After the receive buffer drained, tell the peer if its view of our window
@@ -1865,117 +1404,6 @@ class TCPConnection:
         free = self._rcvBufSize - self._rcvBuffered
         if shown < self._rcvBufSize // 2 and nxt + free - self._rcvAdvEdge >= self._swsThreshold:
             self._sendAck()
-
-    # ------------------------------------------------------------------
-    # IConsumer: a producer writes into us.
-
-    def registerProducer(self, producer, streaming):
-        """
-        As Twisted's transports: a second producer is an error, a closed
-        connection stops the producer at once, a pull producer is asked for data.
-        """
-        if self._producer is not None:
-            raise RuntimeError(
-                f"Cannot register producer {producer!r}, because producer "
-                f"{self._producer!r} was never unregistered."
-            )
-        if self.disconnected or self.state is CLOSED:
-            producer.stopProducing()
-            return
-        self._producer = producer
-        self._streamingProducer = bool(streaming)
-        self._producerPaused = False
-        if streaming:
-            if len(self._sndBuf) >= self._sndBufSize:
-                self._producerPaused = True
-                producer.pauseProducing()
-        else:
-            self._feedProducer()
-
-    def unregisterProducer(self):
-        self._producer = None
-        self._producerPaused = False
-
-    def _feedProducer(self):
-        """
-        The send buffer is below half full: resume a paused streaming producer, or
-        pull from a pull producer until the buffer is half full again.
-        """
-        producer = self._producer
-        half = self._sndBufSize // 2
-        if len(self._sndBuf) >= half:
-            return
-        if self._streamingProducer:
-            if self._producerPaused:
-                self._producerPaused = False
-                producer.resumeProducing()
-            return
-        if self._feeding:
-            return
-        self._feeding = True
-        try:
-            while (
-                self._producer is producer
-                and not self._writeClosed
-                and self.connected
-                and len(self._sndBuf) < half
-            ):
-                before = len(self._sndBuf)
-                producer.resumeProducing()
-                if len(self._sndBuf) == before:
-                    break
-        finally:
-            self._feeding = False
-
-    # ------------------------------------------------------------------
-    # The link toward the guest.
-
-    @property
-    def _linkPaused(self):
-        """
-        Whether the guest's link cannot take frames now; if so this connection
-        joins the link's blocked set, and L{linkResumed} is called when the
-        link resumes. While paused no data segment goes out (pure ACKs still
-        do) and no retransmission try is spent.
-        """
-        link = self.link
-        if link is None or not link.paused:
-            return False
-        link.block(self)
-        return True
-
-    def linkResumed(self):
-        """
-        The link takes frames again: retransmit what timed out meanwhile, then
-        send what the windows allow (each segment re-checks the link, which
-        may pause again on the way).
-        """
-        if self.state is CLOSED:
-            return
-        if self._rtoDeferred:
-            if self._linkPaused:
-                return
-            self._rtoDeferred = False
-            self._rtoExpired()
-            if self.state is CLOSED:
-                return
-        self._output()
-        self._maybeIdleTimer()
-
-    # ------------------------------------------------------------------
-
-    def _protocolFailed(self, callback):
-        """
-        The protocol's C{callback} raised: log it with its traceback (rate
-        limited through the counters, as C{error.tcp.protocol}); the caller
-        then costs this connection only.
-        """
-        counters = self.counters
-        if counters is not None:
-            counters.failure("tcp.protocol", f"{callback} of {self.protocol!r}")
-        else:
-            self.log.failure("{callback} of {protocol} failed", callback=callback,
-                             protocol=self.protocol)
 
     def _count(self, name, amount=1):
         counters = self.counters
