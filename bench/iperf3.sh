@@ -15,7 +15,8 @@
 #   gvtap mtu=1500 dir=up gbps=0.412 vs_slirp4netns=0.38 vs_gvproxy=0.51
 #
 # (vs_base: gvtap over gvtap-base, when GVTAP_BASE names another tree; see
-# bench/stacks.sh.)
+# bench/stacks.sh.) gvtap-nooffload is gvtap with `gvtap-guest --no-offload`:
+# plain frames on its link, for a side-by-side with offload (named only).
 #
 # gvproxy: gvisor-tap-vsock's gvproxy with its gvforwarder as the guest helper, a
 # peer only when GVPROXY names its binary (gvforwarder beside it). GVPROXY may
@@ -51,7 +52,7 @@ STACKS=()
 for arg in "$@"; do
     case "$arg" in
         -h|--help) sed -n '2,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-        slirp4netns|pasta|gvproxy|gvtap-base|gvtap) STACKS+=("$arg") ;;
+        slirp4netns|pasta|gvproxy|gvtap-base|gvtap-nooffload|gvtap) STACKS+=("$arg") ;;
         *[!0-9]*|"") echo "$0: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
         *) T=$arg ;;
     esac

@@ -34,7 +34,7 @@ STACKS=()
 for arg in "$@"; do
     case "$arg" in
         -h|--help) sed -n '2,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-        slirp4netns|pasta|gvproxy|gvtap-base|gvtap) STACKS+=("$arg") ;;
+        slirp4netns|pasta|gvproxy|gvtap-base|gvtap-nooffload|gvtap) STACKS+=("$arg") ;;
         *) echo "$0: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
     esac
 done

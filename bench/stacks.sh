@@ -205,8 +205,10 @@ run_gvproxy() { # binary mtu: gvisor-tap-vsock's gvproxy, its gvforwarder in the
     del_ns "$ns"
 }
 
-run_gvtap() { # mtu [name source-tree]: gvtap and gvtap-guest, from this tree or another
-    local mtu=$1 name=${2:-gvtap} tree=${3:-$REPO}
+run_gvtap() { # mtu [name source-tree guest-args]: gvtap and gvtap-guest, from this tree or another
+    local mtu=$1 name=${2:-gvtap} tree=${3:-$REPO} gextra=()
+    # shellcheck disable=SC2206  # guest options (e.g. --no-offload) are split on purpose
+    gextra=(${4:-} ${GVTAP_GUEST_ARGS:-})
     local ns=$NS-gvtap log=$WD/$name-$mtu.log hlog=$WD/$name-guest-$mtu.log prof=() extra=()
     local PYTHONPATH="$tree${PYTHONPATH#"$REPO"}" reactor TW=() GTW=()
     export PYTHONPATH
@@ -230,7 +232,7 @@ run_gvtap() { # mtu [name source-tree]: gvtap and gvtap-guest, from this tree or
     ip netns add "$ns"
     ip -n "$ns" link set lo up
     (cd "$WD" && exec ip netns exec "$ns" setsid "${GTW[@]}" -n --pidfile= gvtap-guest \
-        --connect "unix:$SOCK" --iface tap0 --mtu "$mtu" --stop-if-exist=) >"$hlog" 2>&1 &
+        --connect "unix:$SOCK" --iface tap0 --mtu "$mtu" --stop-if-exist= "${gextra[@]}") >"$hlog" 2>&1 &
     HELPER_PID=$!
     if ! wait_until 20 sh -c "ip -n '$ns' link show tap0 2>/dev/null | grep -q ',UP' || ! kill -0 $HELPER_PID 2>/dev/null" \
             || ! kill -0 "$HELPER_PID" 2>/dev/null; then
@@ -283,6 +285,8 @@ run_rounds() { # every stack of STACKS at every MTU of MTUS, ROUNDS times
                     pasta) run_pasta "$mtu" ;;
                     gvproxy) for bin in ${GVPROXY:-}; do run_gvproxy "$bin" "$mtu"; done ;;
                     gvtap) run_gvtap "$mtu" ;;
+                    # gvtap with plain frames on its link (offload not negotiated).
+                    gvtap-nooffload) run_gvtap "$mtu" gvtap-nooffload "$REPO" --no-offload ;;
                     gvtap-base) [ -n "${GVTAP_BASE:-}" ] && run_gvtap "$mtu" gvtap-base "$GVTAP_BASE" ;;
                 esac
             done

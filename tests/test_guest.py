@@ -46,6 +46,10 @@ GUEST_IP = socket.inet_aton("192.168.127.2")
 GATEWAY_IP = socket.inet_aton("192.168.127.1")
 
 REQUEST = b"POST /connect HTTP/1.1\r\nHost: gvtap\r\n\r\n"
+# What gvproxy v0.8.9 (Go's http.NotFound) answers to a path it does not serve.
+GVPROXY_404 = (b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain; charset=utf-8\r\n"
+               b"X-Content-Type-Options: nosniff\r\nDate: Tue, 01 Dec 2026 10:00:00 GMT\r\n"
+               b"Content-Length: 19\r\n\r\n404 page not found\n")
 
 
 def arpRequestFrame():
@@ -1227,11 +1231,14 @@ class NamespaceMixin:
 class FakeHostProtocol(protocol.Protocol):
     """
     The host end of a /connect link: takes the request, then LE16 frames, and
-    answers ARP and ICMP echo for the gateway 192.168.127.1.
+    answers ARP and ICMP echo for the gateway 192.168.127.1. An offload probe
+    (C{GET /offload}) gets the 404 gvproxy's HTTP mux sends, on a connection
+    that stays open, as gvproxy's does.
     """
 
     def connectionMade(self):
         self.buffer = b""
+        self.probes = 0
         self.request = None
         self.decoder = FrameDecoder(LE16)
         self.factory.connections.append(self)
@@ -1244,6 +1251,13 @@ class FakeHostProtocol(protocol.Protocol):
                 return
             self.request, _, data = self.buffer.partition(b"\r\n\r\n")
             self.request += b"\r\n\r\n"
+            if self.request.startswith(b"GET /offload "):
+                self.probes += 1
+                self.transport.write(GVPROXY_404)
+                self.request, self.buffer = None, b""
+                if data:
+                    self.dataReceived(data)
+                return
             self.factory.notify()
         for frame in self.decoder.feed(data):
             self.factory.frames.append(frame)
@@ -1463,7 +1477,14 @@ class RealHelperTests(NamespaceMixin, TestCase):
         self.assertEqual(self.host.connections[1].request, REQUEST)
         self.assertTrue(0.8 <= waited < 2.5, f"reconnected after {waited:.2f} s")
         self.assertIn(b"link down", self.helper.output)
+        for _ in range(50):
+            # The log line may reach us a moment after the request.
+            if self.helper.output.count(b"link up") >= 2:
+                break
+            yield deferLater(reactor, 0.1, lambda: None)
         self.assertEqual(self.helper.output.count(b"link up"), 2)
+        # Each connection first probed for offload and got gvproxy's 404.
+        self.assertEqual([c.probes for c in self.host.connections[:2]], [1, 1])
 
 
 class SetupScriptTests(NamespaceMixin, TestCase):

@@ -20,19 +20,33 @@ from twisted.internet.endpoints import clientFromString
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
-from gvtwisted.guest.tuntap import TapProducer
-from gvtwisted.link.framing import LE16, FramedLinkProtocol
+from gvtwisted.guest.tuntap import OFFLOADS, TapProducer
+from gvtwisted.link.framing import BE32, LE16, FramedLinkProtocol
+from gvtwisted.link.offload import (
+    OFFLOAD_HEADER,
+    OFFLOAD_PROBE,
+    OFFLOAD_READ_SIZE,
+    OffloadProbeError,
+    parseProbeResponse,
+)
+from gvtwisted.wire import virtio
 
 DEFAULT_PATH = "/connect"
 RETRY_DELAY = 1.0
 CONNECT_TIMEOUT = 10.0
 
 
-def connectRequest(path: str = DEFAULT_PATH, host: str = "gvtap") -> bytes:
+PROBE_TIMEOUT = 5.0
+
+
+def connectRequest(path: str = DEFAULT_PATH, host: str = "gvtap", offload: bool = False) -> bytes:
     """
-    The bytes that open a link: an HTTP/1.1 C{POST} to C{path} without a body.
+    The bytes that open a link: an HTTP/1.1 C{POST} to C{path} without a body;
+    with C{offload}, the header that asks for virtio-net framing (sent only to
+    a host that answered the probe, see L{gvtwisted.link.offload}).
     """
-    return f"POST {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode("ascii")
+    extra = OFFLOAD_HEADER.decode("ascii") + ": virtio-net-hdr\r\n" if offload else ""
+    return f"POST {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n".encode("ascii")
 
 
 def _escape(value: str) -> str:
@@ -101,14 +115,37 @@ class GuestLinkProtocol(FramedLinkProtocol):
 
     header = LE16
     producer = None
+    offload = False
 
-    def __init__(self, device, request: bytes):
+    def __init__(self, device, request: bytes, probe: bool = False, clock=None):
         FramedLinkProtocol.__init__(self)
         self.device = device
         self.request = request
+        # Ask the host for offload first (GET /offload): only with a TAP
+        # opened with IFF_VNET_HDR and an HTTP handshake.
+        self.probe = probe and bool(request) and getattr(device, "vnetHeader", False)
+        self._probeBuffer = None
+        self._probeTimeout = None
+        self._clock = clock
+        self.tapFrameReceived = self._tapPlain
+        self.frameReceived = self._hostPlain
+        if getattr(device, "vnetHeader", False):
+            self.tapFrameReceived = self._tapStrip
+            self.frameReceived = self._hostAddHeader
 
     def connectionMade(self):
-        self.transport.write(self.request)
+        if self.probe:
+            self._probeBuffer = b""
+            self.transport.write(OFFLOAD_PROBE)
+            clock = self._clock
+            if clock is None:
+                from twisted.internet import reactor as clock
+            self._probeTimeout = clock.callLater(PROBE_TIMEOUT, self._probeTimedOut)
+            return
+        self._start(self.request)
+
+    def _start(self, request):
+        self.transport.write(request)
         self.producer = TapProducer(self.device)
         self.transport.registerProducer(self.producer, True)
         self.device.setReceiver(self.tapFrameReceived)
@@ -116,21 +153,91 @@ class GuestLinkProtocol(FramedLinkProtocol):
         if owner is not None:
             owner.linkUp(self)
 
-    def tapFrameReceived(self, frame: bytes):
-        """
-        A frame from the guest: send it to the host.
-        """
+    def dataReceived(self, data: bytes):
+        if self._probeBuffer is None:
+            FramedLinkProtocol.dataReceived(self, data)
+            return
+        self._probeBuffer += data
+        try:
+            answer = parseProbeResponse(self._probeBuffer)
+        except OffloadProbeError as e:
+            self._probeFailed(str(e))
+            return
+        if answer is None:
+            return
+        accepted, rest = answer
+        self._probeBuffer = None
+        if self._probeTimeout is not None and self._probeTimeout.active():
+            self._probeTimeout.cancel()
+        self._probeTimeout = None
+        if accepted:
+            self.offload = True
+            self.setHeader(BE32)
+            if getattr(self.transport, "bufferSize", None) is not None:
+                self.transport.bufferSize = OFFLOAD_READ_SIZE
+            self.tapFrameReceived = self.sendFrame
+            self.frameReceived = self.device.writeFrame
+            self.device.setOffloads(OFFLOADS)
+            self._start(connectRequest(self._path(), offload=True))
+        else:
+            self._start(self.request)
+        if rest:
+            FramedLinkProtocol.dataReceived(self, rest)
+
+    def _path(self):
+        return self.request.split(b" ", 2)[1].decode("ascii")
+
+    def _probeTimedOut(self):
+        self._probeTimeout = None
+        self._probeFailed(f"no answer to the offload probe in {PROBE_TIMEOUT:g} s")
+
+    def _probeFailed(self, why):
+        # A host that neither answers nor refuses the probe: the next
+        # connection goes without it.
+        self._probeBuffer = None
+        owner = getattr(self.factory, "owner", None)
+        if owner is not None:
+            owner.probeFailed(why)
+        self.transport.abortConnection()
+
+    def _tapPlain(self, frame: bytes):
         self.sendFrame(frame)
 
-    def frameReceived(self, frame: bytes):
-        """
-        A frame from the host: give it to the guest.
-        """
+    def _hostPlain(self, frame: bytes):
         self.device.writeFrame(frame)
 
+    def _tapStrip(self, frame: bytes):
+        """
+        A frame from a TAP with virtio-net headers, to a host without
+        offload: complete what the kernel left partial.
+        """
+        if frame[0] or frame[1]:
+            header = virtio.parse(frame, len(frame) - virtio.SIZE)
+            body = frame[virtio.SIZE:]
+            if header.gsoType != virtio.GSO_NONE:
+                if header.gsoType & ~virtio.GSO_ECN != virtio.GSO_TCPV4:
+                    self.device.counters.increment("drop.tap.gso")
+                    return
+                for piece in virtio.segmentTCPv4(body, header):
+                    self.sendFrame(piece)
+                return
+            if header.flags & virtio.F_NEEDS_CSUM:
+                body = bytes(virtio.completeChecksum(body, header.csumStart, header.csumOffset))
+            self.sendFrame(body)
+            return
+        self.sendFrame(frame[virtio.SIZE:])
+
+    def _hostAddHeader(self, frame: bytes):
+        self.device.writeFrame(virtio.PLAIN + frame)
+
     def connectionLost(self, reason):
+        if self._probeTimeout is not None and self._probeTimeout.active():
+            self._probeTimeout.cancel()
+        self._probeTimeout = None
         if self.device.frameReceived == self.tapFrameReceived:
             self.device.setReceiver(None)
+        if self.offload:
+            self.device.setOffloads(0)
         if self.producer is not None:
             self.producer.detach()
         owner = getattr(self.factory, "owner", None)
@@ -150,7 +257,8 @@ class GuestLinkFactory(Factory):
         self.owner = owner
 
     def buildProtocol(self, addr):
-        p = self.protocol(self.owner.device, self.owner.request)
+        p = self.protocol(self.owner.device, self.owner.request,
+                          probe=self.owner.offload, clock=self.owner.clock)
         p.factory = self
         return p
 
@@ -181,8 +289,12 @@ class GuestForwarder(Service):
         connectTimeout: float = CONNECT_TIMEOUT,
         description: str = None,
         debug: bool = False,
+        offload: bool = True,
     ):
         self.endpoint = endpoint
+        # Probe the host for offload before each POST (the TAP must have
+        # been opened with IFF_VNET_HDR); off after a host failed the probe.
+        self.offload = offload
         self.clock = clock
         self.device = device
         # No path: a link with no handshake (gvforwarder's stdio: URLs).
@@ -279,16 +391,26 @@ class GuestForwarder(Service):
         self.connects += 1
         self._failing = False
         self.log.info(
-            "link up: connected to {where} ({path})",
+            "link up: connected to {where} ({path}{offload})",
             where=self.description,
             path=(self.request.split(b" ", 2)[1].decode("ascii")
                   if self.request else "no handshake"),
+            offload=", offload" if protocol.offload else "",
         )
         for hook in list(self.linkUpHooks):
             try:
                 hook(protocol)
             except Exception:
                 self.log.failure("link-up hook {hook} failed", hook=hook)
+
+    def probeFailed(self, why: str):
+        """
+        The host neither took nor refused the offload probe: connect without
+        it from now on.
+        """
+        self.offload = False
+        self.log.warn("offload probe to {where} failed ({why}); plain frames from now on",
+                      where=self.description, why=why)
 
     def linkDown(self, protocol, reason):
         """

@@ -88,6 +88,12 @@ class Options(usage.Options):
             "'dhclient -4 -1 IFACE' without udhcpc) to configure the interface.",
         ],
         ["debug", "d", "Log more (DHCP client output, every failed retry)."],
+        [
+            "no-offload",
+            None,
+            "Do not offer TSO/checksum offload to the host (GET /offload before "
+            "POST /connect): plain frames, as gvforwarder sends.",
+        ],
     ]
 
     def opt_url(self, value):
@@ -235,8 +241,13 @@ class GuestService(Service):
         openTap=tuntap.openTap,
         configureTap=tuntap.configureTap,
         interfaceExists=lambda name: os.path.exists(f"/sys/class/net/{name}"),
+        offload=False,
     ):
         self.forwarder = forwarder
+        # Open the TAP with IFF_VNET_HDR so that the link can offer offload
+        # to the host (gvtwisted.link.offload).
+        self.offload = offload
+        forwarder.offload = offload
         self.reactor = reactor
         self.iface = iface
         self.mac = mac
@@ -287,7 +298,10 @@ class GuestService(Service):
             ) from None
 
     def _open(self):
-        fd, name = self._openTap(self.iface)
+        if self.offload:
+            fd, name = self._openTap(self.iface, vnetHeader=True)
+        else:
+            fd, name = self._openTap(self.iface)
         try:
             if not self.preexisting:
                 self._configureTap(name, mac=self.mac, mtu=self.mtu, up=True)
@@ -295,7 +309,8 @@ class GuestService(Service):
             os.close(fd)
             raise
         self.iface = name
-        self.device = tuntap.TapDevice(fd, name, reactor=self.reactor)
+        self.device = tuntap.TapDevice(fd, name, reactor=self.reactor,
+                                       vnetHeader=self.offload)
         if self.preexisting:
             how = " (preexisting, not configured)"
         else:
@@ -386,6 +401,7 @@ def makeService(options, reactor=None):
         dhcp=options.get("dhcpCommand", dhcpCommand) if options["dhcp"] else None,
         stopIfExist=options["stopIfExist"],
         debug=bool(options["debug"]),
+        offload=not options["no-offload"] and bool(options["path"]),
     )
     top = MultiService()
     guest.setServiceParent(top)

@@ -32,6 +32,16 @@ from gvtwisted.stack.counters import Counters
 TUNSETIFF = 0x400454CA
 IFF_TAP = 0x0002
 IFF_NO_PI = 0x1000
+IFF_VNET_HDR = 0x4000
+TUNSETOFFLOAD = 0x400454D0
+TUNSETVNETHDRSZ = 0x400454D8
+TUN_F_CSUM = 0x01
+TUN_F_TSO4 = 0x02
+TUN_F_TSO6 = 0x04
+# What gvtap-guest asks of the TAP once the host took offload: the kernel may
+# then hand us TCP super-segments with partial checksums, and takes them.
+OFFLOADS = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6
+VNET_HDR_SIZE = 10
 
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
@@ -47,7 +57,9 @@ IFNAMSIZ = 16
 # The largest frame a 2-byte length header can carry; a read of one more byte
 # tells an oversize frame (from an MTU set above 65521 by someone else) apart.
 MAX_LINK_FRAME = 0xFFFF
-READ_SIZE = MAX_LINK_FRAME + 1
+# A super-segment: the virtio-net header, Ethernet, an IPv4 packet of 64 KiB.
+MAX_VNET_FRAME = VNET_HDR_SIZE + 14 + 0xFFFF
+READ_SIZE = MAX_VNET_FRAME + 1
 
 # struct ifreq is 16 bytes of name and a 24-byte union (40 bytes on 64-bit).
 _IFREQ_SIZE = 40
@@ -89,10 +101,14 @@ def formatMAC(raw: bytes) -> str:
     return ":".join(f"{b:02x}" for b in raw)
 
 
-def openTap(name: str):
+def openTap(name: str, vnetHeader: bool = False):
     """
     Open (creating it if needed) the TAP device C{name} without packet
     information headers, non-blocking and close-on-exec.
+
+    @param vnetHeader: open it with C{IFF_VNET_HDR}: every frame read or
+        written then starts with a 10-byte virtio-net header
+        (L{gvtwisted.wire.virtio}); no offload is on until L{setOffload}.
 
     @return: C{(fd, actualName)}; the kernel may pick the name when C{name}
         holds a C{%d}.
@@ -102,13 +118,26 @@ def openTap(name: str):
     """
     fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        req = _ifreq(name, struct.pack("H", IFF_TAP | IFF_NO_PI))
+        flags = IFF_TAP | IFF_NO_PI | (IFF_VNET_HDR if vnetHeader else 0)
+        req = _ifreq(name, struct.pack("H", flags))
         fcntl.ioctl(fd, TUNSETIFF, req)
+        if vnetHeader:
+            fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", VNET_HDR_SIZE))
+            setOffload(fd, 0)
     except BaseException:
         os.close(fd)
         raise
     actual = bytes(req[:IFNAMSIZ]).split(b"\0", 1)[0].decode("ascii")
     return fd, actual
+
+
+def setOffload(fd: int, offloads: int):
+    """
+    Tell a TAP opened with C{IFF_VNET_HDR} which offloads its reader does
+    (C{TUNSETOFFLOAD}): with L{OFFLOADS} the kernel sends TCP super-segments
+    with partial checksums through it; with 0, only complete frames.
+    """
+    fcntl.ioctl(fd, TUNSETOFFLOAD, offloads)
 
 
 def _ioctl(request: int, req: bytearray) -> bytearray:
@@ -204,6 +233,7 @@ class TapDevice:
         readsPerCall: int = 64,
         counters: Counters = None,
         readSize: int = READ_SIZE,
+        vnetHeader: bool = False,
     ):
         if reactor is None:
             from twisted.internet import reactor
@@ -213,6 +243,10 @@ class TapDevice:
         self.maxQueue = maxQueue
         self.readsPerCall = readsPerCall
         self.readSize = readSize
+        # Opened with IFF_VNET_HDR: every frame starts with a virtio-net header.
+        self.vnetHeader = vnetHeader
+        self.maxFrame = MAX_VNET_FRAME if vnetHeader else MAX_LINK_FRAME
+        self.offloads = 0
         self.counters = counters if counters is not None else Counters(reactor)
         self.frameReceived = self._noLink
         self._queue = deque()
@@ -317,6 +351,15 @@ class TapDevice:
         """
         self.pauseProducing()
 
+    def setOffloads(self, offloads: int):
+        """
+        Turn the TAP's offloads on (L{OFFLOADS}) or off (0); only for a
+        device opened with C{IFF_VNET_HDR}.
+        """
+        if offloads != self.offloads and not self.disconnected:
+            setOffload(self.fd, offloads)
+            self.offloads = offloads
+
     # Reading
 
     def doRead(self):
@@ -344,7 +387,7 @@ class TapDevice:
                     return failure.Failure(e)
                 if not frame:
                     break
-                if len(frame) > MAX_LINK_FRAME:
+                if len(frame) > self.maxFrame:
                     self.counters.complain(
                         "tapOversize", f"{len(frame)}-byte frame on {self.name}"
                     )

@@ -111,6 +111,9 @@ class FramedLinkProtocol(Protocol):
 
     header = LE16
     log = Logger()
+    # Whether frames on this link carry virtio-net headers (negotiated
+    # offload, L{gvtwisted.link.offload}).
+    offload = False
     # Frames handled per reactor turn; None: every frame of a read at once.
     maxBatch = None
     # With maxBatch: a read of at most maxBatch frames is handled at once, as
@@ -132,6 +135,15 @@ class FramedLinkProtocol(Protocol):
         self._backlog = None
         self._batchCall = None
         self._readingPaused = False
+
+    def setHeader(self, header: struct.Struct, maxFrame: int = MAX_FRAME):
+        """
+        Switch to another length header, before any frame (a link whose
+        handshake picks its framing, as offload does).
+        """
+        self.header = header
+        self._decoder = FrameDecoder(header, maxFrame)
+        self._pack = header.pack
 
     def frameReceived(self, frame: bytes):
         """

@@ -11,6 +11,10 @@ over.
 On a C{--listen-qemu} endpoint (QEMU's C{-netdev stream} or C{-netdev socket})
 there is no handshake and each frame has a 4-byte big-endian length. Every
 accepted connection becomes a port of the switch.
+
+Before its C{POST /connect}, gvtap-guest may ask for offload with
+C{GET /offload} (L{gvtwisted.link.offload}); the link is then an
+L{OffloadGuestLink}.
 """
 
 from twisted.internet.protocol import Factory, Protocol
@@ -19,7 +23,15 @@ from twisted.web.resource import NoResource
 from twisted.web.server import Site
 
 from gvtwisted.link.framing import BE32, LE16, FramedLinkProtocol
+from gvtwisted.link.offload import (
+    OFFLOAD_PATH,
+    OFFLOAD_READ_SIZE,
+    PROBE_ACCEPTED,
+    PROBE_REFUSED,
+    wantsOffload,
+)
 from gvtwisted.link.port import SwitchPort
+from gvtwisted.wire import virtio
 
 MAX_REQUEST_HEAD = 16 * 1024
 
@@ -59,6 +71,90 @@ class GuestLinkProtocol(FramedLinkProtocol):
             self.port.detach()
 
 
+class OffloadGuestLink(GuestLinkProtocol):
+    """
+    A guest link that negotiated offload: every frame, both ways, is a
+    virtio-net header and an Ethernet frame, behind a 4-byte length.
+
+    From the guest: the header is checked and dropped (a super-segment is
+    one frame for the stack); a partial checksum is completed only when
+    C{completeChecksums()} says the stack verifies checksums. To the guest:
+    frames the stack built complete get L{virtio.PLAIN}; TCP segments sent
+    with offload (L{sendFrameParts} with C{vnet}) get theirs.
+    """
+
+    offload = True
+
+    def __init__(self, makePort, peerName, clock=None, completeChecksums=lambda: False,
+                 gatewayMAC=None):
+        GuestLinkProtocol.__init__(self, makePort, BE32, peerName, clock)
+        self._completeChecksums = completeChecksums
+        self._gatewayMAC = gatewayMAC
+
+    def connectionMade(self):
+        # A super-segment is 64 KiB and a little more with its headers: with
+        # Twisted's 64 KiB reads every one would straddle two reads.
+        if getattr(self.transport, "bufferSize", None) is not None:
+            self.transport.bufferSize = OFFLOAD_READ_SIZE
+        GuestLinkProtocol.connectionMade(self)
+        portFrames = self.framesReceived
+        strip = self._strip
+
+        def framesReceived(frames):
+            out = []
+            for frame in frames:
+                strip(frame, out)
+            if out:
+                portFrames(out)
+
+        def frameReceived(frame):
+            framesReceived([frame])
+
+        self.framesReceived = framesReceived
+        self.frameReceived = frameReceived
+
+    def _strip(self, frame, out):
+        """
+        Append to C{out} the Ethernet frame behind a virtio-net header, or
+        nothing (counted) for a header no frame can have.
+
+        A partial checksum stays partial for the gateway (whose stack does
+        not check it unless C{completeChecksums()}); a frame for any other
+        address (another guest, through the switch) is made what a NIC would
+        send: its checksum completed, a super-segment cut into MSS pieces.
+        """
+        if not frame[0] and not frame[1]:
+            out.append(frame[virtio.SIZE:])
+            return
+        try:
+            header = virtio.parse(frame, len(frame) - virtio.SIZE)
+        except virtio.VirtioHeaderError as e:
+            self.port.counters.complain("link.virtioHeader", f"{self.peerName}: {e}")
+            return
+        body = frame[virtio.SIZE:]
+        if self._gatewayMAC is not None and body[0:6] != self._gatewayMAC:
+            if header.gsoType != virtio.GSO_NONE:
+                if header.gsoType & ~virtio.GSO_ECN != virtio.GSO_TCPV4:
+                    self.port.counters.complain("link.gsoType", f"{self.peerName}: {header.gsoType}")
+                    return
+                out.extend(virtio.segmentTCPv4(body, header))
+                return
+            if header.flags & virtio.F_NEEDS_CSUM:
+                body = bytes(virtio.completeChecksum(body, header.csumStart, header.csumOffset))
+            out.append(body)
+            return
+        if header.flags & virtio.F_NEEDS_CSUM and self._completeChecksums():
+            body = bytes(virtio.completeChecksum(body, header.csumStart, header.csumOffset))
+        out.append(body)
+
+    def sendFrame(self, frame: bytes):
+        self.transport.writeSequence((self._pack(len(frame) + virtio.SIZE), virtio.PLAIN, frame))
+
+    def sendFrameParts(self, parts, length: int, vnet: bytes = None):
+        self.transport.writeSequence(
+            (self._pack(length + virtio.SIZE), vnet or virtio.PLAIN, *parts))
+
+
 class ConnectOrHTTP(Protocol):
     """
     Reads the request head of a C{--listen} connection and becomes either a
@@ -67,7 +163,11 @@ class ConnectOrHTTP(Protocol):
 
     log = Logger()
 
-    def __init__(self, makePort, site, peerName, counters, clock=None):
+    def __init__(self, makePort, site, peerName, counters, clock=None,
+                 offload=lambda: False, completeChecksums=lambda: False, gatewayMAC=None):
+        self._offload = offload
+        self._gatewayMAC = gatewayMAC
+        self._completeChecksums = completeChecksums
         self._clock = clock
         self._makePort = makePort
         self._site = site
@@ -94,10 +194,24 @@ class ConnectOrHTTP(Protocol):
         rest = self._buffer[end + 4:]
         head = self._buffer[:end + 4]
         self._buffer = b""
+        if (len(requestLine) == 3 and requestLine[0] == b"GET"
+                and requestLine[1] == OFFLOAD_PATH):
+            # gvtap-guest's offload probe: answered here whether offload is
+            # on or not, and the connection stays ours for the POST.
+            self._counters.increment("link.offloadProbes")
+            self.transport.write(PROBE_ACCEPTED if self._offload() else PROBE_REFUSED)
+            if rest:
+                self.dataReceived(rest)
+            return
         if (len(requestLine) == 3 and requestLine[0] == b"POST"
                 and requestLine[1].split(b"?", 1)[0] == b"/connect"):
             self._counters.increment("link.connects")
-            link = GuestLinkProtocol(self._makePort, LE16, self._peerName, self._clock)
+            if self._offload() and wantsOffload(head):
+                self._counters.increment("link.offloadConnects")
+                link = OffloadGuestLink(self._makePort, self._peerName, self._clock,
+                                        self._completeChecksums, self._gatewayMAC)
+            else:
+                link = GuestLinkProtocol(self._makePort, LE16, self._peerName, self._clock)
             self._delegate = link
             link.makeConnection(self.transport)
             if rest:
@@ -149,7 +263,12 @@ class LinkFactory(Factory):
         clock = getattr(self.network, "reactor", None)
         if self.framing == "qemu":
             return GuestLinkProtocol(self.makePort, BE32, peerName, clock)
-        return ConnectOrHTTP(self.makePort, self.site, peerName, self.counters, clock)
+        network = self.network
+        return ConnectOrHTTP(
+            self.makePort, self.site, peerName, self.counters, clock,
+            offload=lambda: getattr(network, "offload", True),
+            completeChecksums=lambda: getattr(network, "verifyChecksums", False),
+            gatewayMAC=getattr(getattr(network, "config", None), "gatewayMAC", None))
 
 
 def _describe(addr):

@@ -15,6 +15,8 @@ from zope.interface import implementer
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 
+from gvtwisted.wire import virtio
+
 PAUSED_BUDGET = 256 * 1024
 
 
@@ -52,7 +54,8 @@ class SwitchPort:
         protocol.framesReceived = self.framesReceived
         protocol.transport.registerProducer(self, True)
         self.switch.attach(self)
-        self.log.info("guest link up: {name}", name=self.name)
+        self.log.info("guest link up: {name}{offload}", name=self.name,
+                      offload=" (offload)" if getattr(protocol, "offload", False) else "")
 
     def detach(self):
         """
@@ -118,13 +121,37 @@ class SwitchPort:
         values["link.bytesSent"] += len(frame)
         protocol.sendFrame(frame)
 
-    def sendFrameParts(self, parts):
+    @property
+    def offload(self) -> bool:
+        """
+        Whether the link negotiated offload: it takes TCP super-segments with
+        partial checksums (L{sendFrameParts} with C{vnet}).
+        """
+        protocol = self.protocol
+        return protocol is not None and getattr(protocol, "offload", False)
+
+    def sendFrameParts(self, parts, vnet=None):
         """
         L{sendFrame} for a frame in pieces (headers, payload), handed to a
         protocol that writes pieces (C{sendFrameParts}) as they are.
+
+        @param vnet: the frame's virtio-net header when it was built for an
+            offload link (a super-segment, a partial checksum); a link that
+            has no offload (any more) gets the frames a NIC would make of it.
         """
         protocol = self.protocol
         if protocol is None:
+            return
+        if vnet is not None and not getattr(protocol, "offload", False):
+            header = virtio.parse(vnet)
+            frame = b"".join(parts)
+            if header.gsoType != virtio.GSO_NONE:
+                for piece in virtio.segmentTCPv4(frame, header):
+                    self.sendFrame(piece)
+                return
+            if header.flags & virtio.F_NEEDS_CSUM:
+                frame = bytes(virtio.completeChecksum(frame, header.csumStart, header.csumOffset))
+            self.sendFrame(frame)
             return
         length = 0
         for part in parts:
@@ -138,7 +165,9 @@ class SwitchPort:
         values["link.framesSent"] += 1
         values["link.bytesSent"] += length
         sendParts = getattr(protocol, "sendFrameParts", None)
-        if sendParts is not None:
+        if vnet is not None:
+            sendParts(parts, length, vnet)
+        elif sendParts is not None:
             sendParts(parts, length)
         else:
             protocol.sendFrame(b"".join(parts))

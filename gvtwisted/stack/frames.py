@@ -20,7 +20,7 @@ L{gvtwisted.wire.tcp.buildSegment} produce (the tests compare them).
 
 import struct
 
-from gvtwisted.wire import ethernet, ipv4
+from gvtwisted.wire import ethernet, ipv4, virtio
 from gvtwisted.wire.checksum import fold
 from gvtwisted.wire.tcp import OPT_NOP, OPT_TIMESTAMP, PROTOCOL_NUMBER
 
@@ -37,6 +37,12 @@ _IP_LENGTH_AT = 16
 _IP_CHECKSUM_AT = 24
 _TCP_FIELDS_AT = 38
 _TIMESTAMPS_AT = 58
+_TCP_AT = 34
+_CHECKSUM_OFFSET = 16
+
+# The largest TCP payload of a super-segment: an IPv4 packet of 64 KiB less
+# the 20-byte IPv4 and 32-byte TCP headers.
+MAX_SUPER_PAYLOAD = 0xFFFF - 20 - _TCP_HEADER_LENGTH
 
 
 class TCPFrameTemplate:
@@ -47,7 +53,7 @@ class TCPFrameTemplate:
         rebuilds the template when the guest's address moves.
     """
 
-    __slots__ = ("dstMAC", "_buffer", "_ipBase", "_tcpBase")
+    __slots__ = ("dstMAC", "_buffer", "_ipBase", "_tcpBase", "_pseudoBase")
 
     def __init__(self, srcMAC, dstMAC, srcIP, dstIP, srcPort, dstPort):
         self.dstMAC = dstMAC
@@ -65,6 +71,9 @@ class TCPFrameTemplate:
                          + srcPort + dstPort + (_TCP_HEADER_LENGTH << 10)
                          + ((OPT_NOP << 8) | OPT_NOP)
                          + ((OPT_TIMESTAMP << 8) | 10)) % 0xFFFF
+        # The pseudo-header's addresses and protocol: what a partial checksum
+        # holds, with the TCP length (offload).
+        self._pseudoBase = (int.from_bytes(srcIP + dstIP, "big") + PROTOCOL_NUMBER) % 0xFFFF
 
     def fill(self, seq, ack, flags, window, tsVal, tsEcr, payload, payloadFold=None) -> bytes:
         """
@@ -97,6 +106,29 @@ class TCPFrameTemplate:
         _TIMESTAMPS.pack_into(buffer, _TIMESTAMPS_AT, tsVal, tsEcr)
         return bytes(buffer)
 
+    def fillPartial(self, seq, ack, flags, window, tsVal, tsEcr, payloadLength) -> bytes:
+        """
+        L{fill} for a link with offload: the TCP checksum field holds only the
+        pseudo-header's sum (not complemented), which the guest's kernel
+        completes over the segment (C{VIRTIO_NET_HDR_F_NEEDS_CSUM}); nothing
+        of the payload is summed here, and it may be up to
+        L{MAX_SUPER_PAYLOAD} bytes long.
+        """
+        seq &= 0xFFFFFFFF
+        ack &= 0xFFFFFFFF
+        tcpLength = _TCP_HEADER_LENGTH + payloadLength
+        buffer = self._buffer
+        total = self._ipBase + 20 + tcpLength
+        total = (total & 0xFFFF) + (total >> 16)
+        total = (total & 0xFFFF) + (total >> 16)
+        _IP_LENGTH.pack_into(buffer, _IP_LENGTH_AT, 20 + tcpLength)
+        _IP_CHECKSUM.pack_into(buffer, _IP_CHECKSUM_AT, 0xFFFF - total)
+        pseudo = (self._pseudoBase + tcpLength) % 0xFFFF
+        _TCP_FIELDS.pack_into(buffer, _TCP_FIELDS_AT, seq, ack, _TCP_HEADER_LENGTH << 2,
+                              flags, window, pseudo)
+        _TIMESTAMPS.pack_into(buffer, _TIMESTAMPS_AT, tsVal & 0xFFFFFFFF, tsEcr & 0xFFFFFFFF)
+        return bytes(buffer)
+
 
 class TCPFrameSender:
     """
@@ -109,7 +141,8 @@ class TCPFrameSender:
     only this small object.
     """
 
-    __slots__ = ("_network", "_srcIP", "_dstIP", "_srcPort", "_dstPort", "_template")
+    __slots__ = ("_network", "_srcIP", "_dstIP", "_srcPort", "_dstPort", "_template",
+                 "_gsoSize")
 
     def __init__(self, network, srcIP, dstIP, srcPort, dstPort):
         self._network = network
@@ -118,6 +151,22 @@ class TCPFrameSender:
         self._srcPort = srcPort
         self._dstPort = dstPort
         self._template = None
+        # The link MSS while the guest's link has offload, else 0.
+        self._gsoSize = 0
+
+    def segmentSize(self, mss: int) -> int:
+        """
+        How much payload one segment may carry: C{mss}, or, while the
+        guest's link negotiated offload, as many whole C{mss} as a 64 KiB
+        super-segment holds (the guest's kernel cuts it into C{mss} pieces).
+        """
+        network = self._network
+        mac = network.macFor(self._dstIP)
+        if mac is not None and network.linkOffloads(mac):
+            self._gsoSize = mss
+            return MAX_SUPER_PAYLOAD // mss * mss
+        self._gsoSize = 0
+        return mss
 
     def __call__(self, seq, ack, flags, window, tsVal, tsEcr, payload, payloadFold=None) -> bool:
         """
@@ -125,7 +174,23 @@ class TCPFrameSender:
         """
         network = self._network
         mac = network.macFor(self._dstIP)
-        if mac is None or HEADER_LENGTH - 14 + len(payload) > network.config.mtu:
+        if mac is None:
+            return False
+        n = len(payload)
+        gsoSize = self._gsoSize
+        if gsoSize and n <= MAX_SUPER_PAYLOAD and network.linkOffloads(mac):
+            template = self._template
+            if template is None or template.dstMAC != mac:
+                template = self._template = TCPFrameTemplate(
+                    network.config.gatewayMAC, mac, self._srcIP, self._dstIP,
+                    self._srcPort, self._dstPort)
+            vnet = virtio.pack(
+                virtio.F_NEEDS_CSUM, virtio.GSO_TCPV4 if n > gsoSize else virtio.GSO_NONE,
+                HEADER_LENGTH, gsoSize, _TCP_AT, _CHECKSUM_OFFSET)
+            network.sendFrameParts(
+                (template.fillPartial(seq, ack, flags, window, tsVal, tsEcr, n), payload), vnet)
+            return True
+        if HEADER_LENGTH - 14 + n > network.config.mtu:
             return False
         template = self._template
         if template is None or template.dstMAC != mac:

@@ -63,6 +63,8 @@ class VirtualNetwork:
 
     log = Logger()
     verifyChecksums = False
+    # Whether --listen links may negotiate offload (gvtap-guest's probe).
+    offload = True
 
     def __init__(self, reactor, config, switch, counters):
         self.reactor = reactor
@@ -389,13 +391,20 @@ class VirtualNetwork:
     def _send(self, frame):
         self.switch.forward(self.gatewayPort, frame)
 
-    def sendFrameParts(self, parts):
+    def sendFrameParts(self, parts, vnet=None):
         """
         Send a frame given as pieces, a complete header and a payload, which
         reach the guest link's transport as they are, never concatenated (the
-        data segments of L{gvtwisted.stack.frames.TCPFrameSender}).
+        data segments of L{gvtwisted.stack.frames.TCPFrameSender}); C{vnet},
+        its virtio-net header for a link with offload.
         """
-        self.switch.forwardParts(self.gatewayPort, parts)
+        self.switch.forwardParts(self.gatewayPort, parts, vnet)
+
+    def linkOffloads(self, mac: bytes) -> bool:
+        """
+        Whether the guest at C{mac} is on a link that negotiated offload.
+        """
+        return self.switch.linkOffloads(mac)
 
     def nextIdent(self) -> int:
         self._ident = (self._ident + 1) & 0xFFFF

@@ -304,7 +304,14 @@ class Switch:
             if not batch.depth:
                 batch.end()
 
-    def forwardParts(self, port, parts):
+    def linkOffloads(self, mac: bytes) -> bool:
+        """
+        Whether the live link that holds C{mac} negotiated offload.
+        """
+        iface = self._table.get(mac)
+        return iface is not None and iface.up and getattr(iface.port, "offload", False)
+
+    def forwardParts(self, port, parts, vnet=None):
         """
         L{forward} for a frame the gateway built in pieces (its headers, then
         the payload): a port that takes pieces (C{sendFrameParts}) gets them as
@@ -320,7 +327,11 @@ class Switch:
             if iface is not None and iface.up:
                 out = iface.port
                 sendParts = getattr(out, "sendFrameParts", None)
-                if sendParts is not None:
+                if vnet is not None:
+                    # Only to an offload link (see linkOffloads), whose
+                    # port takes the header; it segments if that changed.
+                    sendParts(parts, vnet)
+                elif sendParts is not None:
                     sendParts(parts)
                 else:
                     out.sendFrame(b"".join(parts))

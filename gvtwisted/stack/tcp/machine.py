@@ -1206,13 +1206,15 @@ class TCPMachine:
         if nxt >= dataEnd and (finSeq is None or nxt > finSeq):
             return
         mss = self._effMss
+        # Offload: the link may take super-segments of several MSS.
+        seg = self.frameSender.segmentSize(mss) if self._tsOk and self.frameSender else mss
         wnd = self._sndWnd
         cwnd = self._cc.cwnd
         edge = una + (wnd if wnd < cwnd else cwnd)
         sent = False
         folds = None
         burst = ((dataEnd if dataEnd < edge else edge) - nxt) // mss
-        if (burst > 1 and mss <= _BURST_MSS and not mss & 3 and self._tsOk
+        if (burst > 1 and seg == mss and mss <= _BURST_MSS and not mss & 3 and self._tsOk
                 and self.frameSender is not None):
             # The checksums of a burst of small full segments in one numpy call
             # (numpy's per-call cost is most of a 1448-byte fold). Capped: a
@@ -1223,9 +1225,12 @@ class TCPMachine:
             folds = iter(_package.foldEach(memoryview(self._sndBuf)[off : off + burst * mss], mss))
         while nxt < dataEnd and not self._linkPaused:
             n = dataEnd - nxt
-            if n > mss:
-                n = mss
+            if n > seg:
+                n = seg
             room = edge - nxt
+            if mss <= room < n:
+                # A super-segment the windows cut: whole MSS pieces.
+                n = room - room % mss
             if room < n:
                 # Sender silly window avoidance (RFC 9293 3.8.6.2.1): a short
                 # segment that the window forces is sent only if it is a good
