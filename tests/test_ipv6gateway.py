@@ -509,16 +509,39 @@ class EchoAndTransportTests(GatewayTestCase):
 
     def test_udpBadChecksum(self):
         """
-        A UDP datagram with a zero or wrong checksum is dropped.
+        With C{--verify-checksums}, a UDP datagram with a zero or wrong
+        checksum is dropped; without it (the default: a guest with checksum
+        offload sends partial checksums), it reaches the port.
         """
-        for csum in (0, 1234):
-            data = bytearray(udpPayload(GUEST_SLAAC, GW6, 5000, 547, b"xxxx"))
-            data[6:8] = struct.pack("!H", csum)
-            # Not through dpkt, which would fill in a zero checksum.
-            self.send(GW_MAC + GUEST_MAC + b"\x86\xdd"
-                      + ipv6.buildHeader(GUEST_SLAAC, GW6, 17, len(data)) + bytes(data))
+        def badDatagrams():
+            for csum in (0, 1234):
+                data = bytearray(udpPayload(GUEST_SLAAC, GW6, 5000, 5470, b"xxxx"))
+                data[6:8] = struct.pack("!H", csum)
+                # Not through dpkt, which would fill in a zero checksum.
+                self.send(GW_MAC + GUEST_MAC + b"\x86\xdd"
+                          + ipv6.buildHeader(GUEST_SLAAC, GW6, 17, len(data)) + bytes(data))
+
+        self.gvtap = self.build(verifyChecksums=True)
+        self.gateway = self.gvtap.ipv6
+        self.gvtap.switch.attach(self.guest)
+        badDatagrams()
         self.assertEqual(self.received(), [])
         self.assertEqual(self.count("drop.ipv6.udp.checksum"), 2)
+
+        got = []
+
+        class Sink(DatagramProtocol):
+            def datagramReceived(self, data, addr):
+                got.append(data)
+
+        unverified = self.build()
+        self.gvtap, self.gateway = unverified, unverified.ipv6
+        self.guest = FakePort()
+        self.gvtap.switch.attach(self.guest)
+        self.gateway.listenUDP(5470, Sink())
+        badDatagrams()
+        self.assertEqual(got, [b"xxxx", b"xxxx"])
+        self.assertEqual(self.count("drop.ipv6.udp.checksum"), 0)
 
     def test_udpListener(self):
         """
