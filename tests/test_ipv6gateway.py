@@ -534,7 +534,7 @@ class EchoAndTransportTests(GatewayTestCase):
             def datagramReceived(self, data, addr):
                 got.append(data)
 
-        unverified = self.build()
+        unverified = self.build(verifyChecksums=False)
         self.gvtap, self.gateway = unverified, unverified.ipv6
         self.guest = FakePort()
         self.gvtap.switch.attach(self.guest)
