@@ -39,17 +39,9 @@ class TCPConnection(TCPMachine):
     (L{connect}). When the handshake completes the protocol given to
     L{setProtocol} gets C{makeConnection(self)}; C{onConnectFailed(reason)} is
     called instead if it never completes. C{onClose(self)} is called once, when
-    the connection reaches C{CLOSED}, whatever the path.
-
-    @ivar state: the RFC 9293 state name, such as C{"ESTABLISHED"}; C{"SYN_PENDING"}
-        is the extra state between L{receiveSyn} and L{acceptSyn}.
-    @ivar iss: our initial sequence number (unwrapped: sequence numbers inside are
-        unbounded integers, masked to 32 bits on the wire).
-    @ivar irs: the peer's initial sequence number, once known.
-    @ivar onConnectFailed: C{None} or a callable taking a L{Failure}:
-        C{ConnectionRefusedError} for a RST, C{TCPTimedOutError} when SYNs or
-        SYN-ACKs went unanswered, C{ConnectionLost} for a RST while a received SYN
-        was pending.
+    the connection reaches C{CLOSED}, whatever the path. The machine's own
+    state (C{state}, C{iss}, C{irs}, C{onConnectFailed}) is described on
+    L{TCPMachine}.
     """
 
     # What the Twisted side adds to the machine's slots (see there).
