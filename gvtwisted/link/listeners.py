@@ -147,12 +147,19 @@ class OffloadGuestLink(GuestLinkProtocol):
             body = bytes(virtio.completeChecksum(body, header.csumStart, header.csumOffset))
         out.append(body)
 
+    # Through the link's TurnWriter, as plain frames are: the first frame of a
+    # turn leaves in the call, the rest in one sendmsg at the end of the turn,
+    # and a super-segment is never joined into one copy.
+
     def sendFrame(self, frame: bytes):
-        self.transport.writeSequence((self._pack(len(frame) + virtio.SIZE), virtio.PLAIN, frame))
+        length = len(frame) + virtio.SIZE
+        self._turnWriter().writeSequence(
+            (self._pack(length), virtio.PLAIN, frame), length + self.header.size)
 
     def sendFrameParts(self, parts, length: int, vnet: bytes = None):
-        self.transport.writeSequence(
-            (self._pack(length + virtio.SIZE), vnet or virtio.PLAIN, *parts))
+        length += virtio.SIZE
+        self._turnWriter().writeSequence(
+            (self._pack(length), vnet or virtio.PLAIN, *parts), length + self.header.size)
 
 
 class ConnectOrHTTP(Protocol):
