@@ -37,6 +37,7 @@ TWISTD=("$PY" -c 'import sys; from twisted.scripts.twistd import run; sys.argv[0
 twistd_on() { # reactor: sets TW to the command that runs twistd on it
     case "${1:-epoll}" in
         epoll) TW=("${TWISTD[@]}") ;;
+        gvtap) TW=("${TWISTD[@]}" -r gvtap) ;;
         asyncio|uvloop)
             TW=("$PY" -c "import sys, asyncio
 if '$1' == 'uvloop':
@@ -47,7 +48,7 @@ asyncioreactor.install(asyncio.new_event_loop())
 from twisted.scripts.twistd import run
 sys.argv[0] = 'twistd'
 run()") ;;
-        *) echo "$0: unknown reactor '$1' (epoll, asyncio, uvloop)" >&2; exit 2 ;;
+        *) echo "$0: unknown reactor '$1' (epoll, gvtap, asyncio, uvloop)" >&2; exit 2 ;;
     esac
 }
 
@@ -311,7 +312,7 @@ for line in open(sys.argv[1]):
     for f in stack.split(";"):
         name, _, where = f.partition(" (")
         frames.append(f"{name} ({where.split(':')[0].rsplit('/', 1)[-1]})" if where else name)
-    if frames[-1].startswith("EPollReactor.doPoll"):
+    if frames[-1].startswith(("EPollReactor.doPoll", "GvtapReactor._wait")):
         idle += n  # waiting in epoll_wait: not work
         continue
     total += n

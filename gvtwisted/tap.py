@@ -256,6 +256,12 @@ class Options(usage.Options):
         from gvtwisted.dropin.tapconfig import givenOptions
 
         self.given = givenOptions(sys.argv[1:] if options is None else options)
+        # Before anything imports twisted.internet.reactor (conch's userauth,
+        # for --forward-sock, does at import): twistd without -r gets
+        # GvtapReactor, as twistd -r installs its choice while parsing too.
+        from gvtwisted.reactor import defaultReactor
+
+        defaultReactor()
         return usage.Options.parseOptions(self, options)
 
     def postOptions(self):
@@ -427,7 +433,9 @@ def makeService(options, reactor=None):
     Build the gvtap service tree from parsed L{Options}.
     """
     if reactor is None:
-        from twisted.internet import reactor
+        from gvtwisted.reactor import defaultReactor
+
+        reactor = defaultReactor()
     from gvtwisted.assembly import Gvtap
     from gvtwisted.link.pcap import PcapWriter
     from gvtwisted.limits import raiseFileLimit

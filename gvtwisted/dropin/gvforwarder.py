@@ -108,7 +108,9 @@ def run(options, reactor=None, stderr=None):
     )
 
     if reactor is None:
-        from twisted.internet import reactor
+        from gvtwisted.reactor import defaultReactor
+
+        reactor = defaultReactor()
     from gvtwisted.dropin.gvproxy import fatal
     from gvtwisted.guest.tap import makeService
 

@@ -224,7 +224,9 @@ def run(options, config, tapArgv, reactor=None, stderr=None):
     )
 
     if reactor is None:
-        from twisted.internet import reactor
+        from gvtwisted.reactor import defaultReactor
+
+        reactor = defaultReactor()
     from twisted.internet.error import CannotListenError
 
     from gvtwisted.dropin.runfiles import logLevel

@@ -376,7 +376,9 @@ def makeService(options, reactor=None):
     Build the C{gvtap-guest} service from parsed L{Options}.
     """
     if reactor is None:
-        from twisted.internet import reactor
+        from gvtwisted.reactor import defaultReactor
+
+        reactor = defaultReactor()
 
     if options.get("stdio"):
         from gvtwisted.guest.stdio import stdioEndpoint

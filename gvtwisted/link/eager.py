@@ -20,6 +20,8 @@ import errno
 
 from twisted.internet import tcp
 
+from gvtwisted.reactor import turnEndScheduler
+
 _RETRY = (errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS, errno.EINTR)
 
 
@@ -113,7 +115,9 @@ class TurnWriter:
     def __init__(self, transport):
         self.transport = transport
         reactor = getattr(transport, "reactor", None)
-        self._callLater = getattr(reactor, "callLater", None)
+        self._callLater = (
+            None if getattr(reactor, "callLater", None) is None else turnEndScheduler(reactor)
+        )
         self._parts = []
         self._bytes = 0
         self._call = None
@@ -129,7 +133,7 @@ class TurnWriter:
         if self._call is None:
             writeSequenceNow(self.transport, parts)
             # Marks the turn: until it runs, writes are gathered.
-            self._call = self._callLater(0, self._endOfTurn)
+            self._call = self._callLater(self._endOfTurn)
             return
         gathered = self._parts
         if not _idle(self.transport):

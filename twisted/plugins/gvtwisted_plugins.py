@@ -6,6 +6,7 @@ This directory must never have an C{__init__.py}: Twisted finds plugins by scann
 every C{twisted/plugins} directory on C{sys.path}.
 """
 
+from twisted.application.reactors import Reactor
 from twisted.application.service import ServiceMaker
 
 from gvtwisted.link.vsock import VSockClientParser, VSockServerParser
@@ -22,6 +23,12 @@ gvtapGuest = ServiceMaker(
     "gvtwisted.guest.tap",
     "Carry a guest's TAP device to a gvtap or gvproxy host (like gvforwarder).",
     "gvtap-guest",
+)
+
+gvtapReactor = Reactor(
+    "gvtap",
+    "gvtwisted.reactor",
+    "epoll with a direct read dispatch (gvtap's default; twistd -r gvtap).",
 )
 
 vsockServerParser = VSockServerParser()

@@ -40,6 +40,7 @@ from twisted.internet import error
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from gvtwisted.reactor import turnEndScheduler
 from gvtwisted.stack import tcp as _package
 from gvtwisted.stack.tcp.assembler import Assembler
 from gvtwisted.stack.tcp.congestion import DUP_FAST_RETRANSMIT, DUP_SEND, NewReno
@@ -176,6 +177,7 @@ class TCPMachine:
         "_budgetHeld",
         "_cc",
         "clock",
+        "_atTurnEnd",
         "connected",
         "counters",
         "disconnected",
@@ -281,6 +283,7 @@ class TCPMachine:
         @param iss: overrides the RFC 6528 initial sequence number (for tests).
         """
         self.clock = clock
+        self._atTurnEnd = turnEndScheduler(clock)
         self.localAddr = (localAddr[0], localAddr[1])
         self.remoteAddr = (remoteAddr[0], remoteAddr[1])
         self._localIP = _packed(localAddr[0])
@@ -1304,7 +1307,7 @@ class TCPMachine:
         latency).
         """
         if self._flushCall is None:
-            self._flushCall = self.clock.callLater(0, self._flush)
+            self._flushCall = self._atTurnEnd(self._flush)
 
     def _flush(self):
         self._flushCall = None

@@ -292,7 +292,7 @@ class TCPConnection(TCPMachine):
         self._sndBuf += data
         self._needOutput = True
         if self._flushCall is None:
-            self._flushCall = self.clock.callLater(0, self._flush)
+            self._flushCall = self._atTurnEnd(self._flush)
         budget = self.budget
         spent = False
         if budget is not None:
