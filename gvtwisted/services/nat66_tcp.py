@@ -10,8 +10,6 @@ unreachable, so that the guest's client gives up at once or tries IPv4.
 
 import socket
 
-from twisted.internet.endpoints import TCP6ClientEndpoint
-
 from gvtwisted.services.nat66 import MULTICAST, QuotedPacket6, hostDestination6, unreachableCode6
 from gvtwisted.services.nat_tcp import TCPNAT
 from gvtwisted.wire import icmpv6, ipv6
@@ -35,9 +33,6 @@ class TCP66NAT(TCPNAT):
 
     def _silent(self, refused):
         return refused is MULTICAST
-
-    def _endpoint(self, target, port):
-        return TCP6ClientEndpoint(self.reactor, target, port, timeout=self.dialTimeout)
 
     def _unreachableCode(self, err):
         code = unreachableCode6(err) if err is not None else None

@@ -18,9 +18,8 @@ dial has its own timeout: a destination that drops SYNs delays nobody else
 import errno
 import socket
 
-from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import ConnectionRefusedError
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import ClientFactory
 from twisted.logger import Logger
 
 from gvtwisted.services.nat_policy import BROADCAST, MULTICAST, Refused, hostDestination
@@ -28,14 +27,28 @@ from gvtwisted.services.splice import SpliceSide, splice
 from gvtwisted.wire import icmp, ipv4
 
 
-class _HostFactory(Factory):
+class _HostDial(ClientFactory):
+    """
+    The factory of one dial to the host, given to C{reactor.connectTCP}
+    directly: an endpoint would wrap the protocol (one more Python call on
+    every read of the host socket) and add a Deferred to each connection.
+
+    C{connected()} is called once the host side's C{connectionMade} has run,
+    C{failed(reason)} if the dial fails, times out or is stopped.
+    """
+
     noisy = False
 
-    def __init__(self, side):
+    def __init__(self, side, connected, failed):
         self.side = side
+        side.onConnected = connected
+        self._failed = failed
 
     def buildProtocol(self, addr):
         return self.side
+
+    def clientConnectionFailed(self, connector, reason):
+        self._failed(reason)
 
 
 class TCPNAT:
@@ -112,9 +125,8 @@ class TCPNAT:
         guestSide = SpliceSide(self.counters, "nat.tcp.bytesFromGuest")
         hostSide = SpliceSide(self.counters, "nat.tcp.bytesToGuest")
         splice(guestSide, hostSide)
-        endpoint = self._endpoint(target, localPort)
-        d = endpoint.connect(_HostFactory(hostSide))
         abandoned = []
+        done = []
 
         def guestGone(reason):
             # The guest reset or stopped answering before the handshake
@@ -123,17 +135,22 @@ class TCPNAT:
             self.counters.increment("nat.tcp.abandonedByGuest")
             if hostSide.transport is not None:
                 hostSide.transport.abortConnection()
-            elif not d.called:
-                d.cancel()
+            elif not done:
+                connector.stopConnecting()
+                dialDone()
 
         conn.onConnectFailed = guestGone
 
         def dialDone():
+            # Once: a stopped dial may or may not report its failure after.
+            if done:
+                return
+            done.append(True)
             self.dialing -= 1
             if link is not None:
                 link.dialing -= 1
 
-        def connected(_):
+        def connected():
             dialDone()
             if abandoned:
                 hostSide.transport.abortConnection()
@@ -160,7 +177,8 @@ class TCPNAT:
             self.counters.increment("nat.tcp.unreachable")
             self._unreachable(conn, self._unreachableCode(getattr(reason.value, "osError", None)))
 
-        d.addCallbacks(connected, failed)
+        connector = self.reactor.connectTCP(target, localPort, _HostDial(hostSide, connected, failed),
+                                            timeout=self.dialTimeout)
 
     # -- what the address family decides (NAT66 overrides them) -------------
 
@@ -180,9 +198,6 @@ class TCPNAT:
         may come from a broadcast or multicast address).
         """
         return refused is BROADCAST or refused is MULTICAST
-
-    def _endpoint(self, target, port):
-        return TCP4ClientEndpoint(self.reactor, target, port, timeout=self.dialTimeout)
 
     def _unreachableCode(self, err):
         return icmp.NET_UNREACHABLE if err == errno.ENETUNREACH else icmp.HOST_UNREACHABLE
