@@ -464,10 +464,11 @@ class TCPForwardTests(SynchronousTestCase):
     def test_bytesBothWays(self):
         """
         Once the guest accepts, bytes flow both ways; bytes the client sent
-        before are delivered first.
+        before are delivered first (the client is read on meanwhile, up to
+        the splice's C{pendingLimit}).
         """
         hostSide, hostTransport = self.accept()
-        self.assertEqual(hostTransport.producerState, "paused")
+        self.assertEqual(hostTransport.producerState, "producing")
         hostSide.dataReceived(b"early ")
         guestTransport = self.guestConnects()
         self.assertEqual(hostTransport.producerState, "producing")

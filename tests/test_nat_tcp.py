@@ -242,13 +242,21 @@ class DialTests(NATTestCase):
         self.assertEqual(self.nat.dialing, 0)
         self.assertEqual(self.counters.get("nat.tcp.connected"), 1)
 
-    def test_hostPausedUntilGuestConnects(self):
+    def test_hostDataBeforeGuestConnects(self):
         """
-        Until the guest completes the handshake the host socket is not read.
+        The host socket is read on while the guest completes the handshake
+        (no pause and resume per connection); what the host sends first (a
+        server's banner) reaches the guest once the guest side is connected.
         """
         self.syn()
-        transport, _ = self.dialSucceeds()
-        self.assertEqual(transport.producerState, "paused")
+        transport, protocol = self.dialSucceeds()
+        self.assertEqual(transport.producerState, "producing")
+        protocol.dataReceived(b"SSH-2.0-banner\r\n")
+        [(_, synAck)] = self.taken()
+        self.send(ACK, seq=ISN + 1, ack=synAck.seq + 1)
+        self.reactor.advance(0)
+        data = [seg for _, seg in self.taken() if seg.payload]
+        self.assertEqual(b"".join(bytes(seg.payload) for seg in data), b"SSH-2.0-banner\r\n")
 
     def test_spliced(self):
         """

@@ -129,14 +129,31 @@ class ConnectTests(SpliceTestCase):
         self.assertIs(self.first.peer, self.second)
         self.assertIs(self.second.peer, self.first)
 
-    def test_earlySidePaused(self):
+    def test_earlySideReadsOn(self):
         """
-        The side that connects while its peer has no transport yet stops
-        reading, and registers no producer.
+        The side that connects while its peer has no transport yet keeps
+        reading (no pause and resume on every connection) and registers no
+        producer.
         """
         self.connectFirst()
-        self.assertEqual(self.firstTransport.producerState, "paused")
+        self.assertEqual(self.firstTransport.producerState, "producing")
         self.assertIsNone(self.firstTransport.producer)
+
+    def test_earlyDataHeldAndBounded(self):
+        """
+        What the early side reads is held for the peer, delivered in order
+        when it connects; past C{pendingLimit} the early side stops reading,
+        and reads again once the peer has it.
+        """
+        self.connectFirst()
+        self.first.pendingLimit = 10
+        self.first.dataReceived(b"hello")
+        self.assertEqual(self.firstTransport.producerState, "producing")
+        self.first.dataReceived(b" world")
+        self.assertEqual(self.firstTransport.producerState, "paused")
+        self.connectSecond()
+        self.assertEqual(self.secondTransport.value(), b"hello world")
+        self.assertEqual(self.firstTransport.producerState, "producing")
 
     def test_producersBothWays(self):
         """

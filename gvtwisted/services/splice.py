@@ -18,7 +18,7 @@ from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from twisted.internet.error import ConnectionDone
 
-from gvtwisted.link.eager import writeNow
+from gvtwisted.link.eager import loseWriteConnectionNow, writeNow
 
 
 @implementer(IHalfCloseableProtocol)
@@ -41,15 +41,27 @@ class SpliceSide(Protocol):
     # fewer runt segments toward the guest (and fewer reactor turns).
     readSize = 256 * 1024
 
+    # What one side holds for a peer not connected yet (a host server's banner,
+    # sent before the guest acknowledged its SYN-ACK) before it stops reading.
+    pendingLimit = 256 * 1024
+
+    # Called once, at the end of connectionMade: how a dial learns it
+    # connected without an endpoint's wrapping protocol and Deferred.
+    onConnected = None
+
     def connectionMade(self):
         if getattr(self.transport, "bufferSize", None) is not None:
             self.transport.bufferSize = self.readSize
         peer = self.peer
         if peer is not None and peer.transport is not None:
             self._register()
-        else:
-            # Read nothing until the other side exists to take it.
-            self.transport.pauseProducing()
+        # Otherwise read on: what arrives before the other side exists waits
+        # in _pending, up to pendingLimit (no pause and resume, two epoll_ctl
+        # calls, on every NAT'd connection).
+        hook = self.onConnected
+        if hook is not None:
+            self.onConnected = None
+            hook()
 
     def _register(self):
         """
@@ -67,6 +79,7 @@ class SpliceSide(Protocol):
         peer.transport.registerProducer(self.transport, True)
 
     _pending = ()
+    _pendingBytes = 0
 
     def dataReceived(self, data):
         if self._counters is not None:
@@ -76,7 +89,12 @@ class SpliceSide(Protocol):
             if peer is not None and not peer.lost:
                 if not self._pending:
                     self._pending = []
+                    self._pendingBytes = 0
                 self._pending.append(data)
+                self._pendingBytes += len(data)
+                if self._pendingBytes >= self.pendingLimit:
+                    # Resumed by _register when the other side connects.
+                    self.transport.pauseProducing()
             return
         # At once, not on the next reactor turn: a request/response exchange
         # pays that turn on every hop (see gvtwisted.link.eager).
@@ -94,7 +112,7 @@ class SpliceSide(Protocol):
         The other side ended its stream: end ours toward this side's peer.
         """
         try:
-            self.transport.loseWriteConnection()
+            loseWriteConnectionNow(self.transport)
         except Exception:
             self.transport.loseConnection()
         self._maybeClose()
