@@ -6,12 +6,15 @@ buffered by the transport as usual.
 
 import socket
 
+from zope.interface import implementer
+
 from twisted.internet import tcp
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from gvtwisted.link.eager import TurnWriter, writeNow, writeSequenceNow
+from gvtwisted.link.eager import TurnWriter, loseWriteConnectionNow, writeNow, writeSequenceNow
 
 
 class SocketTransportMixin:
@@ -114,6 +117,104 @@ class WriteNowTests(SocketTransportMixin, SynchronousTestCase):
         self.assertEqual(self.received(peer), b"")
         transport.doWrite()
         self.assertEqual(self.received(peer), b"xlate")
+
+
+@implementer(IHalfCloseableProtocol)
+class _HalfCloseRecorder(Protocol):
+    def __init__(self):
+        self.writeLost = 0
+
+    def readConnectionLost(self):
+        pass
+
+    def writeConnectionLost(self):
+        self.writeLost += 1
+
+
+class _Producer:
+    def __init__(self):
+        self.resumed = 0
+
+    def resumeProducing(self):
+        self.resumed += 1
+
+    def pauseProducing(self):
+        pass
+
+    def stopProducing(self):
+        pass
+
+
+class LoseWriteConnectionNowTests(SocketTransportMixin, SynchronousTestCase):
+    """
+    L{loseWriteConnectionNow}: the half-close in the call when nothing waits,
+    Twisted's own otherwise.
+    """
+
+    def halfCloseTransport(self):
+        transport, peer = self.makeTransport()
+        transport.protocol = _HalfCloseRecorder()
+        return transport, peer
+
+    def test_shutdownInTheCall(self):
+        """
+        With nothing buffered, the peer reads end of stream when the call
+        returns, the protocol heard C{writeConnectionLost} once, and the
+        reactor was not asked to watch the socket.
+        """
+        transport, peer = self.halfCloseTransport()
+        loseWriteConnectionNow(transport)
+        self.assertEqual(peer.recv(10), b"")
+        self.assertEqual(transport.protocol.writeLost, 1)
+        self.assertEqual(self.writersAdded, [])
+        self.assertTrue(transport._writeDisconnected)
+        # The read side is still open.
+        peer.send(b"reply")
+        self.assertEqual(transport.socket.recv(10), b"reply")
+
+    def test_afterBufferedBytes(self):
+        """
+        Bytes still buffered go first: the half-close is Twisted's, after
+        them.
+        """
+        transport, peer = self.halfCloseTransport()
+        transport.write(b"last words")
+        loseWriteConnectionNow(transport)
+        self.assertEqual(self.received(peer), b"")
+        self.assertEqual(transport.protocol.writeLost, 0)
+        transport.doWrite()
+        self.assertEqual(self.received(peer), b"last words")
+        self.assertEqual(transport.protocol.writeLost, 1)
+
+    def test_pausedProducerResumedFirst(self):
+        """
+        A paused streaming producer is resumed before the write side closes,
+        as Twisted's C{doWrite} does, so the half-close waits for it.
+        """
+        transport, peer = self.halfCloseTransport()
+        producer = _Producer()
+        transport.registerProducer(producer, True)
+        transport.producerPaused = True
+        loseWriteConnectionNow(transport)
+        self.assertEqual(transport.protocol.writeLost, 0)
+        self.assertEqual(len(self.writersAdded), 1)
+        transport.doWrite()
+        self.assertEqual(producer.resumed, 1)
+
+    def test_otherTransport(self):
+        """
+        A transport that is not a plain socket gets its own
+        C{loseWriteConnection}.
+        """
+        class HalfClosing(StringTransport):
+            halfClosed = 0
+
+            def loseWriteConnection(self):
+                self.halfClosed += 1
+
+        transport = HalfClosing()
+        loseWriteConnectionNow(transport)
+        self.assertEqual(transport.halfClosed, 1)
 
 
 class WriteSequenceNowTests(SocketTransportMixin, SynchronousTestCase):

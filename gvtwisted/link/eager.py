@@ -90,6 +90,31 @@ def writeSequenceNow(transport, parts) -> None:
         transport.writeSequence(rest)
 
 
+def loseWriteConnectionNow(transport) -> None:
+    """
+    Half-close C{transport} (C{shutdown(SHUT_WR)}) in the call when nothing is
+    buffered, instead of Twisted's C{loseWriteConnection}, which asks for
+    writability and shuts down in the C{doWrite} of a later turn (two
+    C{epoll_ctl} calls and a reactor iteration on every NAT'd connection's
+    close).
+
+    It does what that C{doWrite} would do, in its order: a producer waiting to
+    be resumed is resumed first (so the half-close waits for what it writes),
+    else the write side is closed and the protocol's C{writeConnectionLost} is
+    called. Anything else (bytes still buffered, another transport) gets
+    Twisted's own C{loseWriteConnection}.
+    """
+    producer = getattr(transport, "producer", None)
+    if not _idle(transport) or (
+        producer is not None and (not transport.streamingProducer or transport.producerPaused)
+    ):
+        transport.loseWriteConnection()
+        return
+    transport._writeDisconnecting = True
+    transport._writeDisconnected = True
+    transport._closeWriteConnection()
+
+
 class TurnWriter:
     """
     Frames for one socket transport: the first write of a reactor turn leaves
