@@ -77,6 +77,10 @@ class GvtapReactor(EPollReactor):
     L{callAtTurnEnd} calls before it next waits.
     """
 
+    # How deep turn-end calls scheduled by turn-end calls are made before the
+    # reactor polls (without blocking) in between.
+    turnEndRounds = 4
+
     def __init__(self):
         self._turnEnd = []
         EPollReactor.__init__(self)
@@ -85,9 +89,11 @@ class GvtapReactor(EPollReactor):
         """
         Call C{func(*args)} before the reactor next waits for events: what
         C{callLater(0, func, *args)} does, at a fraction of its cost (no
-        L{DelayedCall}, no heap). Calls added while these calls run are made in
-        the next turn, after the next poll, as with C{callLater(0)}, so a
-        callback that reschedules itself lets I/O in between.
+        L{DelayedCall}, no heap). Calls added while these calls run are made
+        in the same turn, up to L{turnEndRounds} rounds deep (the TCP stack's
+        flush hands frames to the link writer, which itself flushes at the end
+        of the turn), then after a poll, so a callback that keeps rescheduling
+        itself still lets I/O in.
 
         @return: a handle with C{cancel()} and C{active()}.
         """
@@ -126,8 +132,10 @@ class GvtapReactor(EPollReactor):
                         self.runUntilCurrent()
                     # After the timed calls, so that what they schedule for the
                     # end of the turn leaves in this turn, not after a poll.
-                    if self._turnEnd:
+                    rounds = self.turnEndRounds
+                    while self._turnEnd and rounds:
                         self._runTurnEnd()
+                        rounds -= 1
                     if self._turnEnd or self._justStopped or not self.running:
                         timeout = 0
                     else:

@@ -98,11 +98,10 @@ class TurnEndTests(SynchronousTestCase):
         self.runReactor()
         self.assertEqual(events[events.index("timed"):][:2], ["timed", "turnEnd"])
 
-    def test_rescheduledAfterAPoll(self):
+    def test_nestedInTheSameTurn(self):
         """
-        A turn-end call that schedules another lets the reactor poll (without
-        blocking) in between, as C{callLater(0)} does, so a callback that keeps
-        rescheduling itself does not starve I/O.
+        A turn-end call scheduled by a turn-end call (the TCP flush handing a
+        frame to the link writer) is made in the same turn, before any poll.
         """
         events = self.reactor.events
 
@@ -117,7 +116,31 @@ class TurnEndTests(SynchronousTestCase):
         self.reactor.callWhenRunning(self.reactor.callAtTurnEnd, first)
         self.runReactor()
         start = events.index("first")
-        self.assertEqual(events[start:start + 3], ["first", "poll0", "second"])
+        self.assertEqual(events[start:start + 2], ["first", "second"])
+
+    def test_reschedulingBoundedByAPoll(self):
+        """
+        A turn-end call that keeps rescheduling itself is made at most
+        C{turnEndRounds} times between two polls (which do not block), as
+        C{callLater(0)} would let I/O in.
+        """
+        events = self.reactor.events
+        self.reactor.turnEndRounds = 3
+
+        def spin(n):
+            events.append("spin")
+            if n:
+                self.reactor.callAtTurnEnd(spin, n - 1)
+            else:
+                self.reactor.stop()
+
+        self.reactor.callWhenRunning(self.reactor.callAtTurnEnd, spin, 10)
+        self.runReactor()
+        run = events[events.index("spin"):]
+        self.assertEqual(run.count("spin"), 11)
+        self.assertEqual(run[:4], ["spin", "spin", "spin", "poll0"])
+        longest = max(len(chunk) for chunk in " ".join(run).split("poll0"))
+        self.assertLessEqual(longest, len(" spin spin spin "))
 
     def test_readDuringRescheduling(self):
         """
