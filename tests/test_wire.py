@@ -456,6 +456,28 @@ class IPv4Tests(SynchronousTestCase):
         frame[24] ^= 0xFF
         self.assertReason(bytes(frame), "ipv4.checksum")
 
+    @given(st.binary(min_size=17, max_size=17), st.one_of(st.none(), st.integers(0, 0xFFFF)),
+           st.integers(0, 10))
+    def test_parseChecksumAgreesWithReference(self, rest, field, optionWords):
+        """
+        The header check in C{parse} (the header as one number, modulo
+        0xFFFF) accepts exactly the headers whose ones' sum the reference
+        L{checksum.verifies} accepts, for the right checksum field (C{None})
+        or any other, with and without options; a header it rejects is
+        C{ipv4.checksum}.
+        """
+        header = bytearray(bytes([0x40 | (5 + optionWords)]) + rest[:9] + bytes(2) + rest[9:]
+                           + bytes(4 * optionWords))
+        header[2:4] = len(header).to_bytes(2, "big")  # total length: the header alone
+        if field is None:
+            field = checksum.internetChecksum(bytes(header))
+        header[10:12] = field.to_bytes(2, "big")
+        frame = bytes(14) + bytes(header)
+        if checksum.verifies(bytes(header)):
+            self.assertEqual(ipv4.parse(frame).headerLength, len(header))
+        else:
+            self.assertReason(frame, "ipv4.checksum")
+
     def test_fragmentFlags(self):
         """
         The MF flag and offset (in bytes) are read from the header.
