@@ -13,6 +13,7 @@ from gvtwisted.services.dhcp import DHCPConfig, DHCPServer, searchDomainsFromRes
 from gvtwisted.stack.counters import Counters
 from gvtwisted.stack.network import VirtualNetwork
 from gvtwisted.stack.switch import Switch
+from gvtwisted.stack.fastpath import TCPFastPath
 from gvtwisted.stack.tcpdemux import TCPDemux
 from gvtwisted.services.dns import DNSService, DNSZones, defaultZones
 from gvtwisted.services.nat import NAT
@@ -71,6 +72,7 @@ class Gvtap:
         self.tcp = TCPDemux(reactor, self.network, self.counters, maxConnections,
                             maxBufferedBytes)
         self.network.tcp = self.tcp
+        self.switch.fastPath = TCPFastPath(self.switch, self.network, self.tcp)
         self.nat = NAT(
             TCPNAT(reactor, self.network, self.counters, hostLoopback, ec2MetadataAccess),
             udp=UDPNAT(reactor, self.network, hostLoopback=hostLoopback,

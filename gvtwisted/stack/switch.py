@@ -250,6 +250,11 @@ class Switch:
             self._table[mac] = new
         new.takeOver(old)
 
+    # A shortcut for frames of established TCP connections (see
+    # gvtwisted.stack.fastpath), set by the assembly; None: every frame takes
+    # the ordinary path.
+    fastPath = None
+
     def receiveFrame(self, port, frame: bytes):
         """
         Switch one frame that arrived on C{port}.
@@ -263,6 +268,8 @@ class Switch:
             return
         if self._tap is not None:
             self._tap(frame)
+        elif self.fastPath is not None and self.fastPath(iface, frame):
+            return
         src = frame[6:12]
         if src[0] & 1:
             self._counters.complain("ethernet.multicastSource")

@@ -265,6 +265,15 @@ class TCPDemux:
                 return
             # A SYN reopened a 4-tuple in TIME_WAIT: the old connection closed
             # itself, and the SYN starts a new one.
+        self.segmentWithoutConnection(packet, seg, local, key)
+
+    def segmentWithoutConnection(self, packet, seg, local, key):
+        """
+        A parsed segment that no connection took: a SYN that opens one, or
+        an answer (a RST, or nothing) to anything else. (Also the way on for
+        a segment L{gvtwisted.stack.fastpath} handed to a connection that
+        closed itself for a SYN.)
+        """
         flags = seg.flags
         if flags & wiretcp.RST:
             return
