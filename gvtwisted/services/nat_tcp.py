@@ -17,11 +17,14 @@ dial has its own timeout: a destination that drops SYNs delays nobody else
 
 import errno
 import socket
+from functools import partial
 
 from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.posixbase import PosixReactorBase
 from twisted.internet.protocol import ClientFactory
 from twisted.logger import Logger
 
+from gvtwisted.services.hostdial import dialTCP
 from gvtwisted.services.nat_policy import BROADCAST, MULTICAST, Refused, hostDestination
 from gvtwisted.services.splice import SpliceSide, splice
 from gvtwisted.wire import icmp, ipv4
@@ -29,8 +32,9 @@ from gvtwisted.wire import icmp, ipv4
 
 class _HostDial(ClientFactory):
     """
-    The factory of one dial to the host, given to C{reactor.connectTCP}
-    directly: an endpoint would wrap the protocol (one more Python call on
+    The factory of one dial to the host, given to the dial directly
+    (L{gvtwisted.services.hostdial.dialTCP}, or C{connectTCP} on a test's
+    reactor): an endpoint would wrap the protocol (one more Python call on
     every read of the host socket) and add a Deferred to each connection.
 
     C{connected()} is called once the host side's C{connectionMade} has run,
@@ -64,6 +68,12 @@ class TCPNAT:
         self.reactor = reactor
         self.network = network
         self.counters = counters
+        # A real reactor dials with hostdial (fewer system calls per
+        # connection); any other (a test's memory reactor) with connectTCP.
+        if isinstance(reactor, PosixReactorBase):
+            self._dial = partial(dialTCP, reactor)
+        else:
+            self._dial = reactor.connectTCP
         self.hostLoopback = hostLoopback
         self.ec2MetadataAccess = ec2MetadataAccess
         self.dialTimeout = dialTimeout
@@ -177,8 +187,8 @@ class TCPNAT:
             self.counters.increment("nat.tcp.unreachable")
             self._unreachable(conn, self._unreachableCode(getattr(reason.value, "osError", None)))
 
-        connector = self.reactor.connectTCP(target, localPort, _HostDial(hostSide, connected, failed),
-                                            timeout=self.dialTimeout)
+        connector = self._dial(target, localPort, _HostDial(hostSide, connected, failed),
+                               timeout=self.dialTimeout)
 
     # -- what the address family decides (NAT66 overrides them) -------------
 
