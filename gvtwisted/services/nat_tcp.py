@@ -73,7 +73,7 @@ class TCPNAT:
         if isinstance(reactor, PosixReactorBase):
             self._dial = partial(dialTCP, reactor)
         else:
-            self._dial = reactor.connectTCP
+            self._dial = lambda *args, **kwargs: self.reactor.connectTCP(*args, **kwargs)
         self.hostLoopback = hostLoopback
         self.ec2MetadataAccess = ec2MetadataAccess
         self.dialTimeout = dialTimeout
