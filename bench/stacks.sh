@@ -30,13 +30,15 @@ PY=$(command -v "${PYTHON:-python3}") || { echo "$0: no python3" >&2; exit 1; }
 PY=$("$PY" -c 'import sys; print(sys.executable)')
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 TWISTD=("$PY" -c 'import sys; from twisted.scripts.twistd import run; sys.argv[0] = "twistd"; run()')
-# twistd on another reactor (REACTOR, BASE_REACTOR, GUEST_REACTOR): epoll (Twisted's
-# default here), asyncio (Twisted's asyncio reactor on asyncio's own loop) or uvloop
-# (the asyncio reactor on a uvloop loop; pip install uvloop). Services are the same
-# Twisted protocols on each.
+# twistd on another reactor (REACTOR, BASE_REACTOR, GUEST_REACTOR): default (no -r:
+# gvtap's own reactor for a tree that has one, Twisted's epoll for an older tree),
+# epoll (twistd -r epoll), gvtap (twistd -r gvtap), asyncio (Twisted's asyncio reactor
+# on asyncio's own loop) or uvloop (the asyncio reactor on a uvloop loop; pip install
+# uvloop). Services are the same Twisted protocols on each.
 twistd_on() { # reactor: sets TW to the command that runs twistd on it
-    case "${1:-epoll}" in
-        epoll) TW=("${TWISTD[@]}") ;;
+    case "${1:-default}" in
+        default) TW=("${TWISTD[@]}") ;;
+        epoll) TW=("${TWISTD[@]}" -r epoll) ;;
         gvtap) TW=("${TWISTD[@]}" -r gvtap) ;;
         asyncio|uvloop)
             TW=("$PY" -c "import sys, asyncio
@@ -48,7 +50,7 @@ asyncioreactor.install(asyncio.new_event_loop())
 from twisted.scripts.twistd import run
 sys.argv[0] = 'twistd'
 run()") ;;
-        *) echo "$0: unknown reactor '$1' (epoll, gvtap, asyncio, uvloop)" >&2; exit 2 ;;
+        *) echo "$0: unknown reactor '$1' (default, epoll, gvtap, asyncio, uvloop)" >&2; exit 2 ;;
     esac
 }
 
@@ -213,7 +215,7 @@ run_gvtap() { # mtu [name source-tree guest-args]: gvtap and gvtap-guest, from t
     local ns=$NS-gvtap log=$WD/$name-$mtu.log hlog=$WD/$name-guest-$mtu.log prof=() extra=()
     local PYTHONPATH="$tree${PYTHONPATH#"$REPO"}" reactor TW=() GTW=()
     export PYTHONPATH
-    if [ "$name" = gvtap-base ]; then reactor=${BASE_REACTOR:-epoll}; else reactor=${REACTOR:-epoll}; fi
+    if [ "$name" = gvtap-base ]; then reactor=${BASE_REACTOR:-default}; else reactor=${REACTOR:-default}; fi
     twistd_on "${GUEST_REACTOR:-$reactor}"; GTW=("${TW[@]}")
     twistd_on "$reactor"
     echo "# $name: daemon on the $reactor reactor, gvtap-guest on ${GUEST_REACTOR:-$reactor}"
