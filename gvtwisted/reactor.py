@@ -182,10 +182,19 @@ def turnEndScheduler(clock):
     L{GvtapReactor.callAtTurnEnd}, or C{callLater(0, ...)} on any other reactor
     or a test's L{Clock} (whose C{advance(0)} then runs it).
     """
+    # One scheduler per clock, shared by all its connections (a bound method or
+    # partial apiece would be ~250 bytes per connection), kept on the clock: a
+    # weak-keyed table would keep every clock alive through its own value.
+    scheduler = getattr(clock, "_gvtapTurnEndScheduler", None)
+    if scheduler is not None:
+        return scheduler
     callAtTurnEnd = getattr(clock, "callAtTurnEnd", None)
-    if callAtTurnEnd is not None:
-        return callAtTurnEnd
-    return functools.partial(clock.callLater, 0)
+    scheduler = callAtTurnEnd if callAtTurnEnd is not None else functools.partial(clock.callLater, 0)
+    try:
+        clock._gvtapTurnEndScheduler = scheduler
+    except AttributeError:
+        pass
+    return scheduler
 
 
 def defaultReactor():
