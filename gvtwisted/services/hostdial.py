@@ -125,10 +125,6 @@ class _Dial(abstract.FileDescriptor):
         protocol.makeConnection(transport)
         transport.startReading()
 
-    def doRead(self):
-        # Only watched for writing; an error shows as writable too.
-        return None
-
     def _failSoon(self, err):
         self.reactor.callLater(0, self._failed, err)
 

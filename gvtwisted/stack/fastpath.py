@@ -26,6 +26,7 @@ it and requires the same frames out, bytes delivered and counters.
 """
 
 from gvtwisted.wire import ipv4
+from gvtwisted.wire.ipv4 import headerChecksumOK
 from gvtwisted.wire.tcp import parseSegment
 
 _IPV4_TCP_MIN = 14 + 20 + 20
@@ -68,7 +69,7 @@ class TCPFastPath:
         total = (frame[16] << 8) | frame[17]
         if total < 40 or total > len(frame) - 14:
             return False
-        if int.from_bytes(frame[14:34], "big") % 0xFFFF:
+        if not headerChecksumOK(frame[14:34]):
             return False
         ipSrc = frame[26:30]
         neighbour = network._arpCache.get(ipSrc)

@@ -232,6 +232,28 @@ class TCPDemux:
     def _address(self, host, port):
         return IPv4Address("TCP", host, port)
 
+    # -- what the address family decides (TCP6Demux overrides them) ----------
+
+    # The prefix of the counters of this family's segments ("tcp6" for IPv6).
+    counterPrefix = "tcp"
+    # The counter of a NAT hand-off that raised.
+    natFailure = "nat.tcp"
+    # The wildcard address of a listener.
+    anyAddress = ANY
+
+    def _text(self, ip):
+        return socket.inet_ntoa(ip)
+
+    def _undeliverable(self, dst):
+        """
+        The drop counter for a segment to C{dst} that gets no answer at all,
+        or L{None}: RFC 1122 4.2.3.10, a SYN (or anything) to a broadcast
+        address is discarded without an answer.
+        """
+        if dst == LIMITED_BROADCAST or dst == self.network.config.broadcastIPBytes:
+            return "drop.tcp.broadcast"
+        return None
+
     def _ephemeral(self, local, remote, remotePort):
         low, high = EPHEMERAL
         for _ in range(high - low):
@@ -247,12 +269,12 @@ class TCPDemux:
         payload = packet.payload
         if self.network.verifyChecksums and not wiretcp.verifyChecksum(
                 packet.src, packet.dst, payload):
-            self.counters.complain("tcp.checksum")
+            self.counters.complain(self.counterPrefix + ".checksum")
             return
         try:
             seg = wiretcp.parseSegment(payload)
         except ValueError as e:
-            self.counters.complain("tcp.malformed", str(e))
+            self.counters.complain(self.counterPrefix + ".malformed", str(e))
             return
         key = (packet.src, seg.srcPort, packet.dst, seg.dstPort)
         conn = self._conns.get(key)
@@ -277,10 +299,9 @@ class TCPDemux:
         flags = seg.flags
         if flags & wiretcp.RST:
             return
-        if packet.dst == LIMITED_BROADCAST or packet.dst == self.network.config.broadcastIPBytes:
-            # RFC 1122 4.2.3.10: a SYN (or anything) to a broadcast address
-            # is discarded without an answer.
-            self.counters.increment("drop.tcp.broadcast")
+        dropped = self._undeliverable(packet.dst)
+        if dropped is not None:
+            self.counters.increment(dropped)
             return
         if not flags & wiretcp.SYN or flags & wiretcp.ACK:
             self._reset(packet, seg)
@@ -298,18 +319,19 @@ class TCPDemux:
         conn.receiveSyn(seg)
         if local:
             listener = self._listeners.get((packet.dst, seg.dstPort)) or \
-                self._listeners.get((ANY, seg.dstPort))
+                self._listeners.get((self.anyAddress, seg.dstPort))
             protocol = None
             if listener is not None:
                 try:
                     protocol = listener.factory.buildProtocol(
-                        IPv4Address("TCP", socket.inet_ntoa(packet.src), seg.srcPort))
+                        self._address(self._text(packet.src), seg.srcPort))
                 except Exception:
                     # A factory that raises costs this connection only.
-                    self.counters.failure("tcp.buildProtocol", f"port {seg.dstPort}")
+                    self.counters.failure(self.counterPrefix + ".buildProtocol",
+                                          f"port {seg.dstPort}")
                     protocol = None
             if protocol is None:
-                self.counters.increment("tcp.refusedLocal")
+                self.counters.increment(self.counterPrefix + ".refusedLocal")
                 conn.refuse()
                 return
             conn.setProtocol(protocol)
@@ -318,7 +340,7 @@ class TCPDemux:
             try:
                 self.nat.tcpSyn(conn)
             except Exception:
-                self.counters.failure("nat.tcp", conn.localAddr[0])
+                self.counters.failure(self.natFailure, conn.localAddr[0])
                 conn.abortConnection()
         else:
             conn.refuse()

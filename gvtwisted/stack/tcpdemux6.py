@@ -18,7 +18,6 @@ from twisted.internet.error import CannotListenError
 from gvtwisted.stack.tcp import TCPConnection
 from gvtwisted.stack.tcpdemux import TCPDemux, VirtualTCPPort
 from gvtwisted.wire import ipv6
-from gvtwisted.wire import tcp as wiretcp
 
 ANY6 = b"\x00" * 16
 
@@ -61,76 +60,18 @@ class TCP6Demux(TCPDemux):
     def _address(self, host, port):
         return IPv6Address("TCP", host, port)
 
-    def segmentReceived(self, packet, local):
-        """
-        A TCP segment from a guest: to the gateway (C{local}) or through the
-        NAT.
-        """
-        payload = packet.payload
-        if self.network.verifyChecksums and not wiretcp.verifyChecksum(
-                packet.src, packet.dst, payload):
-            self.counters.complain("tcp6.checksum")
-            return
-        try:
-            seg = wiretcp.parseSegment(payload)
-        except ValueError as e:
-            self.counters.complain("tcp6.malformed", str(e))
-            return
-        key = (packet.src, seg.srcPort, packet.dst, seg.dstPort)
-        conn = self._conns.get(key)
-        if conn is not None:
-            if conn.link is None:
-                # An active open whose guest was unknown when it started.
-                self._attachLink(conn, packet.src)
-                self._resolved(conn, packet.src)
-            if not conn.segmentReceived(seg):
-                return
-        flags = seg.flags
-        if flags & wiretcp.RST:
-            return
-        if ipv6.isMulticast(packet.dst):
-            self.counters.increment("drop.tcp6.multicast")
-            return
-        if not flags & wiretcp.SYN or flags & wiretcp.ACK:
-            self._reset(packet, seg)
-            return
-        if len(self._conns) >= self.maxConnections:
-            self.counters.complain("tcp.tooManyConnections")
-            self._reset(packet, seg)
-            return
-        if not local:
-            admits = getattr(self.nat, "admits", None)
-            if admits is not None and not admits(self.network.linkFor(packet.src)):
-                # Past the link's dial cap: dropped, the guest retransmits.
-                return
-        conn = self._makeConnection(key)
-        conn.receiveSyn(seg)
-        if local:
-            listener = self._listeners.get((packet.dst, seg.dstPort)) or \
-                self._listeners.get((ANY6, seg.dstPort))
-            protocol = None
-            if listener is not None:
-                try:
-                    protocol = listener.factory.buildProtocol(
-                        IPv6Address("TCP", _text(packet.src), seg.srcPort))
-                except Exception:
-                    # A factory that raises costs this connection only.
-                    self.counters.failure("tcp6.buildProtocol", f"port {seg.dstPort}")
-                    protocol = None
-            if protocol is None:
-                self.counters.increment("tcp6.refusedLocal")
-                conn.refuse()
-                return
-            conn.setProtocol(protocol)
-            conn.acceptSyn()
-        elif self.nat is not None:
-            try:
-                self.nat.tcpSyn(conn)
-            except Exception:
-                self.counters.failure("nat66.tcp", conn.localAddr[0])
-                conn.abortConnection()
-        else:
-            conn.refuse()
+    # -- what the address family decides (the segment path is TCPDemux's) ------
+
+    counterPrefix = "tcp6"
+    natFailure = "nat66.tcp"
+    anyAddress = ANY6
+
+    def _text(self, ip):
+        return _text(ip)
+
+    def _undeliverable(self, dst):
+        # No broadcast in IPv6; a multicast destination gets no answer.
+        return "drop.tcp6.multicast" if ipv6.isMulticast(dst) else None
 
     def _makeConnection(self, key):
         remote, remotePort, local, localPort = key

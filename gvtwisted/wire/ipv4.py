@@ -63,6 +63,17 @@ class IPv4Packet:
         return bool(self.flagsOffset & (FLAG_MF | OFFSET_MASK))
 
 
+def headerChecksumOK(header) -> bool:
+    """
+    Whether an IPv4 header (bytes-like, version 4) carries a correct checksum.
+
+    A correct header's 16-bit words sum to 0xFFFF in ones' complement, that is,
+    its value as one big number is 0 modulo 0xFFFF (2**16 is 1 there); version 4
+    means the header is not all zeros, the one other such value.
+    """
+    return not int.from_bytes(header, "big") % 0xFFFF
+
+
 def parse(frame, offset: int = 14) -> IPv4Packet:
     """
     Validate and view the IPv4 packet at C{offset} of C{frame}.
@@ -83,10 +94,7 @@ def parse(frame, offset: int = 14) -> IPv4Packet:
         raise IPv4Error("ipv4.totalLength")
     view = memoryview(frame)
     header = view[offset:offset + headerLength]
-    # A correct header's 16-bit words sum to 0xFFFF in ones' complement, that
-    # is, its value as one big number is 0 modulo 0xFFFF (2**16 is 1 there);
-    # version 4 means the header is not all zeros, the one other such value.
-    if int.from_bytes(header, "big") % 0xFFFF:
+    if not headerChecksumOK(header):
         raise IPv4Error("ipv4.checksum")
     p = IPv4Packet()
     p.src = src
