@@ -12,6 +12,7 @@ Network rule: traffic goes only to loopback and to namespaces made here.
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -52,6 +53,36 @@ def run(args, timeout=30, check=True, input=None):
             f"{' '.join(args)} exited {result.returncode}\n"
             f"stdout: {result.stdout}\nstderr: {result.stderr}")
     return result
+
+
+def freePort(kind=socket.SOCK_STREAM, both=False):
+    """
+    A port of 127.0.0.1 that nothing holds now, for C{kind} (TCP by default),
+    or with C{both} for UDP and TCP at once (a DNS server listens on both).
+
+    A TCP socket in TIME_WAIT whose owner did not set C{SO_REUSEADDR} (a
+    benchmark's thousands of short connections leave them for a minute)
+    keeps even a C{SO_REUSEADDR} listener off its port: the TCP probe binds
+    without it, so such a port is passed over.
+    """
+    for _ in range(100):
+        first = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if both else kind)
+        try:
+            first.bind(("127.0.0.1", 0))
+            port = first.getsockname()[1]
+            if not both:
+                return port
+            second = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                second.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            finally:
+                second.close()
+            return port
+        finally:
+            first.close()
+    raise AssertionError("no port free for both UDP and TCP on 127.0.0.1")
 
 
 def waitFor(predicate, timeout=15.0, interval=0.05, what="condition"):

@@ -23,7 +23,7 @@ import threading
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.e2e.harness import E2EMixin, Namespace, Process, run, skipReason, waitFor
+from tests.e2e.harness import E2EMixin, freePort, Namespace, Process, run, skipReason, waitFor
 
 SKIP = skipReason("curl")
 
@@ -78,14 +78,6 @@ while True:
     print("peer", peer[0], flush=True)
     s.sendto(d, peer)
 """
-
-
-def freePort(kind=socket.SOCK_STREAM):
-    s = socket.socket(socket.AF_INET, kind)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def freeSubnet():

@@ -6,11 +6,10 @@ machine.
 """
 
 import os
-import socket
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.e2e.harness import TWISTD, E2EMixin, Namespace, Process, skipReason, waitFor
+from tests.e2e.harness import TWISTD, E2EMixin, Namespace, Process, freePort, skipReason, waitFor
 
 SKIP = skipReason("dig", "getent")
 
@@ -54,10 +53,7 @@ class DNSTests(E2EMixin, SynchronousTestCase):
             with open(path, "w") as f:
                 f.write(text)
             zones += ["--pyzone", path]
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
+        port = freePort(both=True)
         upstream = Process(self, TWISTD + ["-n", "--pidfile=", "dns", "-i", "127.0.0.1",
                                            "-p", str(port)] + zones, "upstream")
         waitFor(lambda: "DNSDatagramProtocol starting on" in upstream.output()

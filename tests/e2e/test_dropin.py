@@ -22,7 +22,7 @@ import sys
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.e2e.harness import E2EMixin, Namespace, Process, run, skipReason, waitFor
+from tests.e2e.harness import E2EMixin, freePort, Namespace, Process, run, skipReason, waitFor
 
 BIN = os.path.dirname(sys.executable)
 GVPROXY = os.path.join(BIN, "gvproxy")
@@ -40,14 +40,6 @@ def _skip():
 
 
 SKIP = _skip()
-
-
-def freePort():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def tapHasOption(name):
