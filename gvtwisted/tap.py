@@ -11,7 +11,6 @@ import socket
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import Service
-from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -652,6 +651,7 @@ def _serverEndpoint(reactor, description, options, api=True):
     (Twisted's own C{ssl:} parser cannot), and a network one without them is
     worth a warning.
     """
+    from gvtwisted.link.streamunix import linkServerFromString
     from gvtwisted.services.api_tls import tlsServerEndpoint
 
     try:
@@ -662,7 +662,7 @@ def _serverEndpoint(reactor, description, options, api=True):
                      "certificates: anyone who reaches it can forward ports into the "
                      "network (use unix:, or ssl: with --services-ca)",
                      endpoint=description.split(":privateKey=")[0])
-        return serverFromString(reactor, description)
+        return linkServerFromString(reactor, description)
     except (ValueError, KeyError, TypeError, OSError) as e:
         raise SystemExit(f"gvtap: bad endpoint {description!r}: {e}")
 

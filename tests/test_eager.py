@@ -303,6 +303,32 @@ class TurnWriterTests(SocketTransportMixin, SynchronousTestCase):
         self.assertEqual(self.received(peer), b"abcde")
         self.assertEqual(sends, [1, 4])
 
+    def test_writeBatchAtOnce(self):
+        """
+        writeBatch sends its pieces in one C{sendmsg} at once and schedules no
+        end-of-turn call.
+        """
+        writer, peer, clock, sends = self.makeWriter()
+        writer.writeBatch([b"\x00\x01", b"a", b"\x00\x01", b"b"])
+        self.assertEqual(self.received(peer), b"\x00\x01a\x00\x01b")
+        self.assertEqual(sends, [4])
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_writeBatchBehindGathered(self):
+        """
+        A batch written while pieces are gathered for the end of the turn goes
+        behind them, in the same C{sendmsg}, and the turn's end sends nothing
+        twice.
+        """
+        writer, peer, clock, sends = self.makeWriter()
+        writer.writeSequence((b"1",))
+        writer.writeSequence((b"2",))
+        writer.writeBatch([b"3", b"4"])
+        self.assertEqual(self.received(peer), b"1234")
+        clock.advance(0)
+        self.assertEqual(self.received(peer), b"")
+        self.assertEqual(sends, [1, 3])
+
     def test_cancelDropsGathered(self):
         """
         After C{cancel} (the link is gone) nothing gathered is sent.

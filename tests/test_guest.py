@@ -314,11 +314,17 @@ class FakeTap:
     def _drop(self, frame):
         self.dropped = getattr(self, "dropped", 0) + 1
 
-    def setReceiver(self, receiver):
+    def setReceiver(self, receiver, batchReceiver=None):
         self.frameReceived = self._drop if receiver is None else receiver
+        self.framesReceived = None if receiver is None else batchReceiver
 
     def writeFrame(self, frame):
         self.written.append(bytes(frame))
+
+    def writeFrames(self, frames):
+        self.batches = getattr(self, "batches", 0) + 1
+        for frame in frames:
+            self.writeFrame(frame)
 
     def pauseProducing(self):
         self.paused = True
@@ -386,6 +392,31 @@ class GuestLinkProtocolTests(SynchronousTestCase):
         for i in range(len(wire)):
             p.dataReceived(wire[i : i + 1])
         self.assertEqual(device.written, frames)
+
+    def test_tapBatchGoesOutFramed(self):
+        """
+        The frames of one TAP read (the device's batch receiver) go out framed,
+        in order, behind frames sent one by one.
+        """
+        _, transport, device = connectedProtocol()
+        device.frameReceived(b"\x01" * 60)
+        device.framesReceived([b"\x02" * 61, b"\x03" * 62])
+        self.assertEqual(
+            transport.value(),
+            REQUEST + b"\x3c\x00" + b"\x01" * 60 + b"\x3d\x00" + b"\x02" * 61
+            + b"\x3e\x00" + b"\x03" * 62,
+        )
+
+    def test_hostFramesOfOneReadInOneCall(self):
+        """
+        The frames of one link read reach a device that takes batches in one
+        C{writeFrames} call.
+        """
+        p, _, device = connectedProtocol()
+        frames = [b"\x02" * 60, b"\x03" * 1514, b"\x04" * 70]
+        p.dataReceived(b"".join(encodeFrame(LE16, f) for f in frames))
+        self.assertEqual(device.written, frames)
+        self.assertEqual(device.batches, 1)
 
     def test_badLengthClosesLink(self):
         """
@@ -691,6 +722,63 @@ class TapDeviceTests(SynchronousTestCase):
         self.device.doRead()
         self.assertEqual(len(self.frames), 1)
         self.assertNotIn(self.device, self.reactor.readers)
+
+    def test_batchReceiver(self):
+        """
+        With a batch receiver, the frames of one doRead arrive in one call, in
+        order, and are counted; the per-frame receiver is not called.
+        """
+        batches = []
+        self.device.setReceiver(self.frames.append, batches.append)
+        sent = [bytes([i]) * (60 + i) for i in range(10)]
+        for f in sent:
+            self.peer.send(f)
+        self.device.doRead()
+        self.device.doRead()
+        self.device.doRead()
+        self.assertEqual(batches, [sent[:8], sent[8:]])
+        self.assertEqual(self.frames, [])
+        self.assertEqual(self.device.counters.get("tap.rx.frames"), 10)
+
+    def test_batchReceiverCleared(self):
+        """
+        setReceiver(None) forgets the batch receiver too: frames are dropped
+        and counted.
+        """
+        batches = []
+        self.device.setReceiver(self.frames.append, batches.append)
+        self.device.setReceiver(None)
+        self.peer.send(b"\x01" * 60)
+        self.device.doRead()
+        self.assertEqual(batches, [])
+        self.assertEqual(self.device.counters.get("drop.tapNoLink"), 1)
+
+    def test_writeFrames(self):
+        """
+        writeFrames writes each frame as one datagram, in order, and counts
+        them; a busy device queues the rest in order and drains it later.
+        """
+        self.device.writeFrames([b"\x01" * 60, memoryview(b"\x02" * 70)])
+        self.assertEqual(self.peer.recv(100), b"\x01" * 60)
+        self.assertEqual(self.peer.recv(100), b"\x02" * 70)
+        self.assertEqual(self.device.counters.get("tap.tx.frames"), 2)
+        self.assertEqual(self.device.counters.get("tap.tx.bytes"), 130)
+        # Fill the socket until it refuses, then hand a batch.
+        filler = 0
+        try:
+            while True:
+                os.write(self.device.fd, b"\x00" * 60)
+                filler += 1
+        except BlockingIOError:
+            pass
+        self.device.writeFrames([b"\x03" * 60, b"\x04" * 60])
+        self.assertEqual(self.device.queued(), 2)
+        for _ in range(filler):
+            self.peer.recv(100)
+        self.device.doWrite()
+        self.assertEqual(self.peer.recv(100), b"\x03" * 60)
+        self.assertEqual(self.peer.recv(100), b"\x04" * 60)
+        self.assertEqual(self.device.queued(), 0)
 
     def test_noReceiverDrops(self):
         """

@@ -410,8 +410,9 @@ class FakeDevice:
         self.frameReceived = None
         self.counters = Counters(Clock())
 
-    def setReceiver(self, receiver):
+    def setReceiver(self, receiver, batchReceiver=None):
         self.frameReceived = receiver
+        self.framesReceived = batchReceiver
 
     def writeFrame(self, frame):
         self.written.append(frame)

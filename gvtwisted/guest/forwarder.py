@@ -16,7 +16,6 @@ from urllib.parse import unquote, urlsplit
 
 from twisted.application.service import Service
 from twisted.internet import defer, error
-from twisted.internet.endpoints import clientFromString
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
@@ -29,6 +28,7 @@ from gvtwisted.link.offload import (
     OffloadProbeError,
     parseProbeResponse,
 )
+from gvtwisted.link.streamunix import linkClientFromString
 from gvtwisted.wire import virtio
 
 DEFAULT_PATH = "/connect"
@@ -128,10 +128,14 @@ class GuestLinkProtocol(FramedLinkProtocol):
         self._probeTimeout = None
         self._clock = clock
         self.tapFrameReceived = self._tapPlain
+        self.tapFramesReceived = self.sendFrames
         self.frameReceived = self._hostPlain
+        self._hostFrames(getattr(device, "writeFrames", None))
         if getattr(device, "vnetHeader", False):
             self.tapFrameReceived = self._tapStrip
+            self.tapFramesReceived = self._tapStripFrames
             self.frameReceived = self._hostAddHeader
+            self._hostFrames(None)
 
     def connectionMade(self):
         if self.probe:
@@ -148,7 +152,7 @@ class GuestLinkProtocol(FramedLinkProtocol):
         self.transport.write(request)
         self.producer = TapProducer(self.device)
         self.transport.registerProducer(self.producer, True)
-        self.device.setReceiver(self.tapFrameReceived)
+        self.device.setReceiver(self.tapFrameReceived, self.tapFramesReceived)
         owner = getattr(self.factory, "owner", None)
         if owner is not None:
             owner.linkUp(self)
@@ -176,7 +180,9 @@ class GuestLinkProtocol(FramedLinkProtocol):
             if getattr(self.transport, "bufferSize", None) is not None:
                 self.transport.bufferSize = OFFLOAD_READ_SIZE
             self.tapFrameReceived = self.sendFrame
+            self.tapFramesReceived = self.sendFrames
             self.frameReceived = self.device.writeFrame
+            self._hostFrames(getattr(self.device, "writeFrames", None))
             self.device.setOffloads(OFFLOADS)
             self._start(connectRequest(self._path(), offload=True))
         else:
@@ -200,6 +206,27 @@ class GuestLinkProtocol(FramedLinkProtocol):
             owner.probeFailed(why)
         self.transport.abortConnection()
 
+    def _hostFrames(self, writeFrames):
+        """
+        Hand the frames of one link read to the device in one call
+        (C{writeFrames}), or one by one to L{frameReceived} when C{None}.
+        """
+        if writeFrames is None:
+            self.__dict__.pop("framesReceived", None)
+        else:
+            self.framesReceived = writeFrames
+
+    def sendFrames(self, frames):
+        """
+        Write the frames of one TAP read to the host in one system call.
+        """
+        pack = self._pack
+        parts = []
+        for frame in frames:
+            parts.append(pack(len(frame)))
+            parts.append(frame)
+        self._turnWriter().writeBatch(parts)
+
     def _tapPlain(self, frame: bytes):
         self.sendFrame(frame)
 
@@ -211,21 +238,27 @@ class GuestLinkProtocol(FramedLinkProtocol):
         A frame from a TAP with virtio-net headers, to a host without
         offload: complete what the kernel left partial.
         """
-        if frame[0] or frame[1]:
+        self._tapStripFrames((frame,))
+
+    def _tapStripFrames(self, frames):
+        out = []
+        for frame in frames:
+            if not (frame[0] or frame[1]):
+                out.append(frame[virtio.SIZE:])
+                continue
             header = virtio.parse(frame, len(frame) - virtio.SIZE)
             body = frame[virtio.SIZE:]
             if header.gsoType != virtio.GSO_NONE:
                 if header.gsoType & ~virtio.GSO_ECN != virtio.GSO_TCPV4:
                     self.device.counters.increment("drop.tap.gso")
-                    return
-                for piece in virtio.segmentTCPv4(body, header):
-                    self.sendFrame(piece)
-                return
+                    continue
+                out.extend(virtio.segmentTCPv4(body, header))
+                continue
             if header.flags & virtio.F_NEEDS_CSUM:
                 body = bytes(virtio.completeChecksum(body, header.csumStart, header.csumOffset))
-            self.sendFrame(body)
-            return
-        self.sendFrame(frame[virtio.SIZE:])
+            out.append(body)
+        if out:
+            self.sendFrames(out)
 
     def _hostAddHeader(self, frame: bytes):
         self.device.writeFrame(virtio.PLAIN + frame)
@@ -320,7 +353,7 @@ class GuestForwarder(Service):
         L{urlToEndpointString}), with C{reactor} as the clock.
         """
         endpointString, path = urlToEndpointString(connect)
-        endpoint = clientFromString(reactor, endpointString)
+        endpoint = linkClientFromString(reactor, endpointString)
         kw.setdefault("description", connect)
         return cls(endpoint, reactor, path=path, **kw)
 

@@ -14,7 +14,6 @@ import shutil
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import maybeDeferred
-from twisted.internet.endpoints import clientFromString
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
@@ -22,6 +21,7 @@ from twisted.python import usage
 
 from gvtwisted.guest import tuntap
 from gvtwisted.guest.forwarder import GuestForwarder, urlToEndpointString
+from gvtwisted.link.streamunix import linkClientFromString
 from gvtwisted.startup import normalizeOptionDocs, versionLine
 
 DEFAULT_CONNECT = "vsock:cid=2:port=1024"
@@ -146,7 +146,7 @@ class Options(usage.Options):
         try:
             # Endpoint parsers only record their reactor, so a stand-in will do
             # to find a bad endpoint string now rather than at start-up.
-            clientFromString(_NoReactor(), self["endpoint"])
+            linkClientFromString(_NoReactor(), self["endpoint"])
         except (ValueError, TypeError, KeyError) as e:
             raise usage.UsageError(
                 f"--connect {self['connect']!r}: {e or type(e).__name__}"
@@ -385,7 +385,7 @@ def makeService(options, reactor=None):
 
         endpoint = stdioEndpoint(reactor, options["stdio"])
     else:
-        endpoint = clientFromString(reactor, options["endpoint"])
+        endpoint = linkClientFromString(reactor, options["endpoint"])
     forwarder = GuestForwarder(
         endpoint,
         reactor,

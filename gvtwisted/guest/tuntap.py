@@ -249,6 +249,7 @@ class TapDevice:
         self.offloads = 0
         self.counters = counters if counters is not None else Counters(reactor)
         self.frameReceived = self._noLink
+        self.framesReceived = None
         self._queue = deque()
         self._paused = False
         self._started = False
@@ -269,12 +270,18 @@ class TapDevice:
     def _noLink(self, frame):
         self.counters.values["drop.tapNoLink"] += 1
 
-    def setReceiver(self, receiver):
+    def setReceiver(self, receiver, batchReceiver=None):
         """
         Send frames read from now on to C{receiver} (a callable taking
         C{bytes}), or drop them if it is C{None}.
+
+        @param batchReceiver: if given, a callable that takes the list of
+            frames of one L{doRead} instead: a link then writes them in one
+            system call as soon as the device has no more, with no end-of-turn
+            call to schedule (C{receiver} is still what L{frameReceived} is).
         """
         self.frameReceived = self._noLink if receiver is None else receiver
+        self.framesReceived = None if receiver is None else batchReceiver
 
     # Lifecycle
 
@@ -364,11 +371,14 @@ class TapDevice:
 
     def doRead(self):
         """
-        Read up to L{readsPerCall} frames, each one C{os.read}.
+        Read up to L{readsPerCall} frames, each one C{os.read}; hand them on one
+        by one, or all at once to a batch receiver (L{setReceiver}).
         """
         fd = self.fd
         read = os.read
         size = self.readSize
+        maxFrame = self.maxFrame
+        batch = [] if self.framesReceived is not None else None
         count = 0
         octets = 0
         try:
@@ -387,13 +397,16 @@ class TapDevice:
                     return failure.Failure(e)
                 if not frame:
                     break
-                if len(frame) > self.maxFrame:
+                if len(frame) > maxFrame:
                     self.counters.complain(
                         "tapOversize", f"{len(frame)}-byte frame on {self.name}"
                     )
                     continue
                 count += 1
                 octets += len(frame)
+                if batch is not None:
+                    batch.append(frame)
+                    continue
                 self.frameReceived(frame)
                 if self._paused or self.disconnected:
                     break
@@ -402,6 +415,8 @@ class TapDevice:
                 values = self.counters.values
                 values["tap.rx.frames"] += count
                 values["tap.rx.bytes"] += octets
+            if batch:
+                self.framesReceived(batch)
         return None
 
     # Writing
@@ -431,6 +446,38 @@ class TapDevice:
         values = self.counters.values
         values["tap.tx.frames"] += 1
         values["tap.tx.bytes"] += len(frame)
+
+    def writeFrames(self, frames):
+        """
+        Write the frames C{frames} in order, as L{writeFrame} writes each: one
+        call for all the frames of a link read.
+        """
+        if self.disconnected or self._queue:
+            for frame in frames:
+                self.writeFrame(frame)
+            return
+        write = os.write
+        fd = self.fd
+        written = 0
+        octets = 0
+        try:
+            for index, frame in enumerate(frames):
+                try:
+                    write(fd, frame)
+                except BlockingIOError:
+                    for rest in frames[index:]:
+                        self._enqueue(rest)
+                    return
+                except OSError as e:
+                    self.counters.complain("tapWriteError", f"{self.name}: {e}")
+                    continue
+                written += 1
+                octets += len(frame)
+        finally:
+            if written:
+                values = self.counters.values
+                values["tap.tx.frames"] += written
+                values["tap.tx.bytes"] += octets
 
     def _enqueue(self, frame):
         if len(self._queue) >= self.maxQueue:

@@ -177,6 +177,23 @@ class TurnWriter:
             self._bytes = 0
             writeSequenceNow(self.transport, gathered)
 
+    def writeBatch(self, parts) -> None:
+        """
+        Write the pieces C{parts} now, behind anything gathered this turn, in
+        one C{sendmsg}: for a caller that already gathered a batch (the frames
+        of one TAP read), which then needs no end-of-turn call.
+        """
+        if self._callLater is None:
+            self.transport.writeSequence(parts)
+            return
+        gathered = self._parts
+        if gathered:
+            self._parts = []
+            self._bytes = 0
+            gathered.extend(parts)
+            parts = gathered
+        writeSequenceNow(self.transport, parts)
+
     def _endOfTurn(self):
         self._call = None
         gathered = self._parts
