@@ -34,13 +34,18 @@ reactor was chosen (L{defaultReactor}), and C{twistd -r epoll} keeps Twisted's.
 
 import errno
 import functools
+import select
 import sys
 
 from twisted.internet.epollreactor import EPollReactor
+from twisted.internet.posixbase import _NO_FILEDESC
 from twisted.logger import Logger
 from twisted.python import failure, log
 
 _log = Logger()
+_EPOLLIN = select.EPOLLIN
+# epoll_wait's timeout is an int of milliseconds: Twisted's bound, in seconds.
+_LONGEST_WAIT = 2147483
 
 
 class TurnEndCall:
@@ -139,7 +144,15 @@ class GvtapReactor(EPollReactor):
                     if self._turnEnd or self._justStopped or not self.running:
                         timeout = 0
                     else:
-                        timeout = self.timeout()
+                        # Twisted's timeout(), inline: it runs before every wait.
+                        if self._newTimedCalls:
+                            self._insertNewDelayedCalls()
+                        pending = self._pendingTimedCalls
+                        if pending:
+                            timeout = pending[0].time - self.seconds()
+                            timeout = 0 if timeout < 0 else min(timeout, _LONGEST_WAIT)
+                        else:
+                            timeout = None
                     self.doIteration(timeout)
             except BaseException:
                 _log.failure("Unexpected error in main loop.")
@@ -147,8 +160,9 @@ class GvtapReactor(EPollReactor):
 
     def doPoll(self, timeout):
         """
-        Poll, then dispatch: reads directly, everything else through Twisted's
-        C{_doReadOrWrite}.
+        Poll, then dispatch: a plain read event (C{EPOLLIN} alone, nearly every
+        event) straight to C{doRead}, as Twisted's C{_doReadOrWrite} would
+        handle it; everything else through C{_doReadOrWrite} itself.
         """
         if timeout is None:
             timeout = -1
@@ -165,7 +179,17 @@ class GvtapReactor(EPollReactor):
             if selectable is None:
                 continue
             try:
-                doReadOrWrite(selectable, fd, event)
+                if event != _EPOLLIN:
+                    doReadOrWrite(selectable, fd, event)
+                    continue
+                try:
+                    why = _NO_FILEDESC if selectable.fileno() == -1 else selectable.doRead()
+                except BaseException:
+                    # As Twisted does: logged, and the selectable is dropped.
+                    why = sys.exc_info()[1]
+                    log.err()
+                if why:
+                    self._disconnectSelectable(selectable, why, True)
             except BaseException:
                 log.callWithLogger(selectable, log.err, failure.Failure())
 
