@@ -657,6 +657,11 @@ class TCPMachine:
         if self._ackOwed:
             if self._ackNow or (self._ackOwed >= 2 and not self.stretchAcks):
                 self._sendAck()
+            elif self._flushCall is None and self._ackCanWait():
+                # A request's ACK, with nothing of ours to send this turn (the
+                # output ran above): it waits for the answer to ride on, as the
+                # end-of-turn flush would have decided, without that flush.
+                self._delayAck()
             else:
                 self._scheduleFlush()
 
@@ -1315,18 +1320,29 @@ class TCPMachine:
             return
         self._output()
         if self._ackOwed:
-            if (
-                self._ackOwed == 1
-                and self.delayedAckTimeout
-                and self.state is ESTABLISHED
-                and self._rcvNxt - self._lastAckSent <= self.mss // 2
-            ):
-                if self._delayedAckCall is None:
-                    self._delayedAckCall = self.clock.callLater(
-                        self.delayedAckTimeout, self._delayedAckFired
-                    )
+            if self._ackCanWait():
+                self._delayAck()
             else:
                 self._sendAck()
+
+    def _ackCanWait(self) -> bool:
+        """
+        Whether the ACK owed is for one short segment (at most half the MSS, a
+        request or a keystroke) of an established connection, which may wait
+        L{delayedAckTimeout} for data of ours to ride on.
+        """
+        return (
+            self._ackOwed == 1
+            and self.delayedAckTimeout
+            and self.state is ESTABLISHED
+            and self._rcvNxt - self._lastAckSent <= self.mss // 2
+        )
+
+    def _delayAck(self):
+        if self._delayedAckCall is None:
+            self._delayedAckCall = self.clock.callLater(
+                self.delayedAckTimeout, self._delayedAckFired
+            )
 
     def _delayedAckFired(self):
         self._delayedAckCall = None
