@@ -449,6 +449,13 @@ class TCPConnection(TCPMachine):
         self._producer = None
         self._producerPaused = False
 
+    def _producerInert(self) -> bool:
+        """
+        Whether L{_feedProducer} would leave the producer alone: none, or a
+        streaming one that is not paused.
+        """
+        return self._producer is None or (self._streamingProducer and not self._producerPaused)
+
     def _feedProducer(self):
         """
         The send buffer is below half full: resume a paused streaming producer, or
