@@ -52,7 +52,9 @@ class DropPort:
         self.frames += 1
         self.last = frame
 
-    def sendFrameParts(self, parts, length):
+    def sendFrameParts(self, parts, vnet=None):
+        # A switch port's signature (the switch hands a port pieces and,
+        # for an offload link, the virtio-net header).
         self.frames += 1
         self.last = b"".join(parts)
 
