@@ -164,6 +164,56 @@ class DialTests(SynchronousTestCase):
         self.assertEqual(kind, "failed")
         self.assertTrue(reason.check(error.TimeoutError, error.ConnectionRefusedError), reason)
 
+    def watchWriters(self):
+        """
+        Record the dials the reactor is asked to watch for writability.
+        """
+        watched = []
+        original = self.reactor.addWriter
+
+        def addWriter(selectable):
+            if not isinstance(selectable, HostConnection):
+                watched.append(selectable)
+            original(selectable)
+
+        self.patch(self.reactor, "addWriter", addWriter)
+        return watched
+
+    def test_loopbackDoneAtTurnEnd(self):
+        """
+        A dial to the loopback, whose handshake the kernel completes within
+        C{connect}, is finished at the end of the turn it was made in, without
+        a poll for writability; the factory does not see it within the call.
+        """
+        watched = self.watchWriters()
+        server = self.listener()
+        dialTCP(self.reactor, "127.0.0.1", server.getsockname()[1], self.factory)
+        self.assertEqual(self.factory.events, [])
+        self.reactor.callLater(0.05, lambda: self.addCleanup(server.accept()[0].close))
+        self.reactor.callLater(0.2, self.reactor.stop)
+        self.run_()
+        self.assertEqual(self.factory.events[0][0], "made")
+        self.assertEqual(watched, [])
+
+    def test_inProgressWatched(self):
+        """
+        A dial still in progress at the end of its turn (a listener whose
+        backlog is full drops the SYN) is watched for writability.
+        """
+        watched = self.watchWriters()
+        server = self.listener()
+        port = server.getsockname()[1]
+        for _ in range(8):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", port))
+            self.addCleanup(s.close)
+        dial = dialTCP(self.reactor, "127.0.0.1", port, self.factory, timeout=5)
+        self.reactor.callLater(0.1, self.reactor.stop)
+        self.run_()
+        self.assertEqual(watched, [dial])
+        dial.stopConnecting()
+
     def test_stopConnecting(self):
         """
         C{stopConnecting()} closes the socket and fails the dial with

@@ -13,7 +13,12 @@ a C{callLater(0)} to start, and at close calls C{shutdown} before C{close}
 system calls per connection in the daemon.
 
 L{dialTCP} makes the socket non-blocking and close-on-exec in the C{socket} call,
-calls C{connect} once, watches for writability, reads C{SO_ERROR} once, and
+calls C{connect} once and, at the end of that reactor turn, looks whether the
+handshake is already done (C{getpeername}): to the host's loopback it nearly
+always is, since the kernel completes it within the C{connect} call, and the
+guest's SYN-ACK then leaves in the same turn as its SYN came, without a poll
+for writability (two C{epoll_ctl}, one C{epoll_wait}). Only a dial still in
+progress is watched for writability. It then reads C{SO_ERROR} once, and
 hands the socket to a L{HostConnection}: Twisted's own L{tcp.Connection} (so
 eager writes, producers, half-close and abort are Twisted's), closed without a
 C{shutdown}. The factory sees what it would see from C{connectTCP}:
@@ -31,6 +36,8 @@ import socket
 from twisted.internet import abstract, error, tcp
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.python.failure import Failure
+
+from gvtwisted.reactor import turnEndScheduler
 
 _INPROGRESS = (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EALREADY)
 
@@ -87,9 +94,28 @@ class _Dial(abstract.FileDescriptor):
         if err and err not in _INPROGRESS and err != errno.EISCONN:
             self._failSoon(error.getConnectError((err, os.strerror(err))))
             return
-        self.reactor.addWriter(self)
+        turnEndScheduler(reactor)(self._checkConnected)
         if timeout is not None:
             self._timeoutCall = reactor.callLater(timeout, self._timedOut)
+
+    def _checkConnected(self):
+        """
+        At the end of the dialling turn: finish a dial whose handshake is
+        already done or failed; watch the rest for writability.
+        """
+        sock = self._socket
+        if sock is None:
+            return
+        # Reading SO_ERROR clears it: it is read once, here or in _finish.
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if not err:
+            try:
+                sock.getpeername()
+            except OSError:
+                # Still in progress.
+                self.reactor.addWriter(self)
+                return
+        self._finish(err)
 
     def fileno(self):
         return self._socket.fileno() if self._socket is not None else -1
@@ -107,10 +133,11 @@ class _Dial(abstract.FileDescriptor):
         if self._socket is not None:
             self._finish()
 
-    def _finish(self):
+    def _finish(self, err=None):
         self.reactor.removeWriter(self)
         sock, self._socket = self._socket, None
-        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err is None:
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
             sock.close()
             self._failed(error.getConnectError((err, os.strerror(err))))
