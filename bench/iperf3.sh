@@ -17,6 +17,10 @@
 # (vs_base: gvtap over gvtap-base, when GVTAP_BASE names another tree; see
 # bench/stacks.sh.) gvtap-nooffload is gvtap with `gvtap-guest --no-offload`:
 # plain frames on its link, for a side-by-side with offload (named only).
+# mix (named only, with GVPROXY): each half of gvtap with the other half of each
+# gvproxy build, to tell which half a difference comes from:
+# mix-gvtap+gvforwarder-VERSION (gvtap's daemon, gvforwarder in the namespace) and
+# mix-gvproxy-VERSION+gvtap-guest (gvproxy, gvtap-guest; plain frames).
 #
 # gvproxy: gvisor-tap-vsock's gvproxy with its gvforwarder as the guest helper, a
 # peer only when GVPROXY names its binary (gvforwarder beside it). GVPROXY may
@@ -52,7 +56,7 @@ STACKS=()
 for arg in "$@"; do
     case "$arg" in
         -h|--help) sed -n '2,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-        slirp4netns|pasta|gvproxy|gvtap-base|gvtap-nooffload|gvtap) STACKS+=("$arg") ;;
+        slirp4netns|pasta|gvproxy|gvtap-base|gvtap-nooffload|gvtap|mix) STACKS+=("$arg") ;;
         *[!0-9]*|"") echo "$0: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
         *) T=$arg ;;
     esac

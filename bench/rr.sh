@@ -8,6 +8,10 @@
 #   STACK    any of slirp4netns pasta gvproxy gvtap (default: all, in that order;
 #            gvproxy before gvtap, whose figures are also given as ratios to the
 #            better gvproxy)
+# mix (named only, with GVPROXY): each half of gvtap with the other half of each
+# gvproxy build, to tell which half a difference comes from:
+# mix-gvtap+gvforwarder-VERSION (gvtap's daemon, gvforwarder in the namespace) and
+# mix-gvproxy-VERSION+gvtap-guest (gvproxy, gvtap-guest; plain frames).
 #
 # Through one NAT'd TCP connection from the namespace to an echo server on the
 # host's 127.0.0.1: PINGS (3000) round trips of 1 byte, their median (rr_us) and
@@ -34,7 +38,7 @@ STACKS=()
 for arg in "$@"; do
     case "$arg" in
         -h|--help) sed -n '2,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-        slirp4netns|pasta|gvproxy|gvtap-base|gvtap-nooffload|gvtap) STACKS+=("$arg") ;;
+        slirp4netns|pasta|gvproxy|gvtap-base|gvtap-nooffload|gvtap|mix) STACKS+=("$arg") ;;
         *) echo "$0: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
     esac
 done

@@ -164,12 +164,8 @@ gvproxy_name() { # binary: gvproxy-VERSION
     echo "gvproxy-$v"
 }
 
-run_gvproxy() { # binary mtu: gvisor-tap-vsock's gvproxy, its gvforwarder in the namespace
-    local bin=$1 mtu=$2 ns=$NS-gvproxy name fwd sock=$WD/gvproxy.sock log hlog ssh=(-ssh-port -1)
-    name=$(gvproxy_name "$bin")
-    fwd=$(dirname "$bin")/gvforwarder
-    log=$WD/$name-$mtu.log; hlog=$WD/$name-forwarder-$mtu.log
-    if ! [ -x "$bin" ] || ! [ -x "$fwd" ]; then fail_stack "$name" "$mtu" not-built; return; fi
+start_gvproxy() { # binary mtu sock log: gvisor-tap-vsock's gvproxy on unix:sock (GVP_PID)
+    local bin=$1 mtu=$2 sock=$3 log=$4 ssh=(-ssh-port -1) p
     # Old builds refuse -ssh-port -1: give them a free port on the loopback instead.
     if "$bin" -help 2>&1 | grep -q 'between 1024 and 65535'; then
         for p in $(seq $((PORT + 1)) $((PORT + 100))); do
@@ -180,11 +176,13 @@ run_gvproxy() { # binary mtu: gvisor-tap-vsock's gvproxy, its gvforwarder in the
     (cd "$WD" && exec "$bin" -listen "unix://$sock" -mtu "$mtu" "${ssh[@]}") >"$log" 2>&1 &
     GVP_PID=$!
     if ! wait_until 20 sh -c "test -S '$sock' || ! kill -0 $GVP_PID 2>/dev/null" || ! test -S "$sock"; then
-        echo "# $name did not start; its log:"; tail -n 20 "$log" | sed 's/^/#   /'
-        fail_stack "$name" "$mtu" daemon-start-failed; kill_pid "$GVP_PID"; GVP_PID=; return
+        echo "# $(basename "$bin") did not start; its log:"; tail -n 20 "$log" | sed 's/^/#   /'
+        kill_pid "$GVP_PID"; GVP_PID=; return 1
     fi
-    ip netns add "$ns"
-    ip -n "$ns" link set lo up
+}
+
+start_gvforwarder() { # fwd ns mtu sock log: gvforwarder on a TAP made here (GVF_PID)
+    local fwd=$1 ns=$2 mtu=$3 sock=$4 hlog=$5
     # A TAP made here and given to gvforwarder with -preexisting: it then runs no
     # DHCP client, whose scripts would rewrite this machine's resolv.conf.
     ip -n "$ns" tuntap add dev tap0 mode tap
@@ -194,12 +192,26 @@ run_gvproxy() { # binary mtu: gvisor-tap-vsock's gvproxy, its gvforwarder in the
     ip netns exec "$ns" "$fwd" -preexisting -iface tap0 -mtu "$mtu" -stop-if-exist= \
         -url "unix://$sock" >"$hlog" 2>&1 &
     GVF_PID=$!
-    if wait_until 10 sh -c "grep -q 'waiting for packets' '$hlog' || ! kill -0 $GVF_PID 2>/dev/null" \
-            && kill -0 "$GVF_PID" 2>/dev/null; then
+    if ! wait_until 10 sh -c "grep -q 'waiting for packets' '$hlog' || ! kill -0 $GVF_PID 2>/dev/null" \
+            || ! kill -0 "$GVF_PID" 2>/dev/null; then
+        echo "# gvforwarder did not start; its log:"; tail -n 20 "$hlog" | sed 's/^/#   /'
+        return 1
+    fi
+}
+
+run_gvproxy() { # binary mtu: gvisor-tap-vsock's gvproxy, its gvforwarder in the namespace
+    local bin=$1 mtu=$2 ns=$NS-gvproxy name fwd sock=$WD/gvproxy.sock log hlog
+    name=$(gvproxy_name "$bin")
+    fwd=$(dirname "$bin")/gvforwarder
+    log=$WD/$name-$mtu.log; hlog=$WD/$name-forwarder-$mtu.log
+    if ! [ -x "$bin" ] || ! [ -x "$fwd" ]; then fail_stack "$name" "$mtu" not-built; return; fi
+    start_gvproxy "$bin" "$mtu" "$sock" "$log" || { fail_stack "$name" "$mtu" daemon-start-failed; return; }
+    ip netns add "$ns"
+    ip -n "$ns" link set lo up
+    if start_gvforwarder "$fwd" "$ns" "$mtu" "$sock" "$hlog"; then
         CPU_PIDS=("daemon:$GVP_PID" "guest-helper:$GVF_PID")
         measure "$name" "$mtu" 192.168.127.254 "$ns"   # gvproxy's NAT to the host's 127.0.0.1
     else
-        echo "# $name's gvforwarder did not start; its log:"; tail -n 20 "$hlog" | sed 's/^/#   /'
         fail_stack "$name" "$mtu" guest-start-failed
     fi
     kill_pid "$GVF_PID"; GVF_PID=
@@ -208,17 +220,12 @@ run_gvproxy() { # binary mtu: gvisor-tap-vsock's gvproxy, its gvforwarder in the
     del_ns "$ns"
 }
 
-run_gvtap() { # mtu [name source-tree guest-args]: gvtap and gvtap-guest, from this tree or another
-    local mtu=$1 name=${2:-gvtap} tree=${3:-$REPO} gextra=()
-    # shellcheck disable=SC2206  # guest options (e.g. --no-offload) are split on purpose
-    gextra=(${4:-} ${GVTAP_GUEST_ARGS:-})
-    local ns=$NS-gvtap log=$WD/$name-$mtu.log hlog=$WD/$name-guest-$mtu.log prof=() extra=()
-    local PYTHONPATH="$tree${PYTHONPATH#"$REPO"}" reactor TW=() GTW=()
+start_gvtap() { # mtu name tree log: gvtap's daemon from tree on unix:$SOCK (DAEMON_PID)
+    local mtu=$1 name=$2 tree=$3 log=$4 prof=() extra=() reactor TW=()
+    local PYTHONPATH="$tree${PYTHONPATH#"$REPO"}"
     export PYTHONPATH
     if [ "$name" = gvtap-base ]; then reactor=${BASE_REACTOR:-default}; else reactor=${REACTOR:-default}; fi
-    twistd_on "${GUEST_REACTOR:-$reactor}"; GTW=("${TW[@]}")
     twistd_on "$reactor"
-    echo "# $name: daemon on the $reactor reactor, gvtap-guest on ${GUEST_REACTOR:-$reactor}"
     # No default ssh forward (127.0.0.1:2222): a benchmark binds no host port it does not need.
     "${TWISTD[@]}" gvtap --help 2>/dev/null | grep -q -- --ssh-port && extra=(--ssh-port=-1)
     # shellcheck disable=SC2206  # GVTAP_ARGS is split on purpose
@@ -230,23 +237,32 @@ run_gvtap() { # mtu [name source-tree guest-args]: gvtap and gvtap-guest, from t
     wait_until 20 sh -c "test -S '$SOCK' || ! kill -0 $DAEMON_PID 2>/dev/null"
     if ! test -S "$SOCK" || ! kill -0 "$DAEMON_PID" 2>/dev/null; then
         echo "# gvtap did not start; its log:" ; tail -n 20 "$log" | sed 's/^/#   /'
-        fail_stack "$name" "$mtu" daemon-start-failed; stop_gvtap; return
+        return 1
     fi
-    ip netns add "$ns"
-    ip -n "$ns" link set lo up
-    (cd "$WD" && exec ip netns exec "$ns" setsid "${GTW[@]}" -n --pidfile= gvtap-guest \
-        --connect "unix:$SOCK" --iface tap0 --mtu "$mtu" --stop-if-exist= "${gextra[@]}") >"$hlog" 2>&1 &
+}
+
+start_gvtap_guest() { # mtu name tree ns sock log [guest-args]: gvtap-guest in ns (HELPER_PID)
+    local mtu=$1 name=$2 tree=$3 ns=$4 sock=$5 hlog=$6 gextra=() reactor TW=()
+    # shellcheck disable=SC2206  # guest options (e.g. --no-offload) are split on purpose
+    gextra=(${7:-} ${GVTAP_GUEST_ARGS:-})
+    local PYTHONPATH="$tree${PYTHONPATH#"$REPO"}"
+    export PYTHONPATH
+    if [ "$name" = gvtap-base ]; then reactor=${BASE_REACTOR:-default}; else reactor=${REACTOR:-default}; fi
+    twistd_on "${GUEST_REACTOR:-$reactor}"
+    (cd "$WD" && exec ip netns exec "$ns" setsid "${TW[@]}" -n --pidfile= gvtap-guest \
+        --connect "unix:$sock" --iface tap0 --mtu "$mtu" --stop-if-exist= "${gextra[@]}") >"$hlog" 2>&1 &
     HELPER_PID=$!
     if ! wait_until 20 sh -c "ip -n '$ns' link show tap0 2>/dev/null | grep -q ',UP' || ! kill -0 $HELPER_PID 2>/dev/null" \
             || ! kill -0 "$HELPER_PID" 2>/dev/null; then
         echo "# gvtap-guest did not bring tap0 up; its log:" ; tail -n 20 "$hlog" | sed 's/^/#   /'
-        fail_stack "$name" "$mtu" guest-start-failed
-    else
-        ip -n "$ns" addr add 192.168.127.2/24 dev tap0
-        ip -n "$ns" route add default via 192.168.127.1
-        CPU_PIDS=("daemon:$DAEMON_PID" "guest-helper:$HELPER_PID")
-        measure "$name" "$mtu" 192.168.127.254 "$ns"   # 192.168.127.254 is the host's 127.0.0.1
+        return 1
     fi
+    ip -n "$ns" addr add 192.168.127.2/24 dev tap0
+    ip -n "$ns" route add default via 192.168.127.1
+}
+
+gvtap_log_check() { # log mtu: FAILED=1 and the log's tail if the daemon died or logged errors
+    local log=$1 mtu=$2
     if ! kill -0 "$DAEMON_PID" 2>/dev/null; then
         echo "# gvtap daemon died during the run (mtu $mtu); its log tail:"
         FAILED=1
@@ -254,16 +270,79 @@ run_gvtap() { # mtu [name source-tree guest-args]: gvtap and gvtap-guest, from t
         echo "# gvtap's log shows errors (mtu $mtu); its tail:"
         FAILED=1
     else
-        log=
+        return 0
     fi
-    [ -n "$log" ] && tail -n 30 "$log" | sed 's/^/#   /'
+    tail -n 30 "$log" | sed 's/^/#   /'
+}
+
+run_gvtap() { # mtu [name source-tree guest-args]: gvtap and gvtap-guest, from this tree or another
+    local mtu=$1 name=${2:-gvtap} tree=${3:-$REPO} gargs=${4:-}
+    local ns=$NS-gvtap log=$WD/$name-$mtu.log hlog=$WD/$name-guest-$mtu.log reactor
+    if [ "$name" = gvtap-base ]; then reactor=${BASE_REACTOR:-default}; else reactor=${REACTOR:-default}; fi
+    echo "# $name: daemon on the $reactor reactor, gvtap-guest on ${GUEST_REACTOR:-$reactor}"
+    if ! start_gvtap "$mtu" "$name" "$tree" "$log"; then
+        fail_stack "$name" "$mtu" daemon-start-failed; stop_gvtap; return
+    fi
+    ip netns add "$ns"
+    ip -n "$ns" link set lo up
+    if start_gvtap_guest "$mtu" "$name" "$tree" "$ns" "$SOCK" "$hlog" "$gargs"; then
+        CPU_PIDS=("daemon:$DAEMON_PID" "guest-helper:$HELPER_PID")
+        measure "$name" "$mtu" 192.168.127.254 "$ns"   # 192.168.127.254 is the host's 127.0.0.1
+    else
+        fail_stack "$name" "$mtu" guest-start-failed
+    fi
+    gvtap_log_check "$log" "$mtu"
     stop_gvtap
     if [ -s "$WD/gvtap-$mtu.pstats" ]; then
         echo "# profile of the gvtap daemon, mtu=$mtu (both directions), top functions by own time:"
         "$PY" -c 'import pstats, sys; pstats.Stats(sys.argv[1]).sort_stats("tottime").print_stats(18)' \
             "$WD/gvtap-$mtu.pstats" 2>&1 | sed -n '/ncalls/,$p' | sed '/^$/d; s/^/#   /'
+        rm -f "$WD/gvtap-$mtu.pstats"
     fi
     del_ns "$ns"
+}
+
+run_mix() { # mtu: each half of gvtap with the other half of each gvproxy build
+    # Which half a difference comes from: gvtap's daemon with gvforwarder
+    # (mix-gvtap+gvforwarder-VERSION), and gvproxy with gvtap-guest
+    # (mix-gvproxy-VERSION+gvtap-guest, plain frames: gvproxy has no offload).
+    local mtu=$1 bin name fwd ns=$NS-gvtap sock=$WD/gvproxy.sock stack
+    for bin in ${GVPROXY:-}; do
+        name=$(gvproxy_name "$bin"); fwd=$(dirname "$bin")/gvforwarder
+        stack=mix-gvtap+gvforwarder-${name#gvproxy-}
+        if ! [ -x "$bin" ] || ! [ -x "$fwd" ]; then fail_stack "$stack" "$mtu" not-built; continue; fi
+        if start_gvtap "$mtu" "$stack" "$REPO" "$WD/$stack-$mtu.log"; then
+            ip netns add "$ns"; ip -n "$ns" link set lo up
+            if start_gvforwarder "$fwd" "$ns" "$mtu" "$SOCK" "$WD/$stack-forwarder-$mtu.log"; then
+                CPU_PIDS=("daemon:$DAEMON_PID" "guest-helper:$GVF_PID")
+                measure "$stack" "$mtu" 192.168.127.254 "$ns"
+            else
+                fail_stack "$stack" "$mtu" guest-start-failed
+            fi
+            gvtap_log_check "$WD/$stack-$mtu.log" "$mtu"
+            kill_pid "$GVF_PID"; GVF_PID=
+            del_ns "$ns"
+        else
+            fail_stack "$stack" "$mtu" daemon-start-failed
+        fi
+        stop_gvtap
+        stack=mix-$name+gvtap-guest
+        if start_gvproxy "$bin" "$mtu" "$sock" "$WD/$stack-$mtu.log"; then
+            ip netns add "$ns"; ip -n "$ns" link set lo up
+            if start_gvtap_guest "$mtu" "$stack" "$REPO" "$ns" "$sock" "$WD/$stack-guest-$mtu.log"; then
+                CPU_PIDS=("daemon:$GVP_PID" "guest-helper:$HELPER_PID")
+                measure "$stack" "$mtu" 192.168.127.254 "$ns"
+            else
+                fail_stack "$stack" "$mtu" guest-start-failed
+            fi
+            kill_pid "$HELPER_PID" group; HELPER_PID=
+            del_ns "$ns"
+        else
+            fail_stack "$stack" "$mtu" daemon-start-failed
+        fi
+        kill_pid "$GVP_PID"; GVP_PID=
+        rm -f "$sock"
+    done
 }
 
 print_machine() { # the lines that say what ran where
@@ -291,6 +370,7 @@ run_rounds() { # every stack of STACKS at every MTU of MTUS, ROUNDS times
                     # gvtap with plain frames on its link (offload not negotiated).
                     gvtap-nooffload) run_gvtap "$mtu" gvtap-nooffload "$REPO" --no-offload ;;
                     gvtap-base) [ -n "${GVTAP_BASE:-}" ] && run_gvtap "$mtu" gvtap-base "$GVTAP_BASE" ;;
+                    mix) run_mix "$mtu" ;;
                 esac
             done
         done
