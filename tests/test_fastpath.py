@@ -220,3 +220,177 @@ def mutated(frame, offset, xor, fixChecksum):
         frame[24:26] = b"\x00\x00"
         frame[24:26] = checksum.internetChecksum(bytes(frame[14:34])).to_bytes(2, "big")
     return bytes(frame)
+
+
+# One frame of a batch, for the coalescing tests: (kind, length, flags, tsStep).
+_batchFrame = st.tuples(
+    st.sampled_from(["next", "next", "next", "next", "gap", "old", "window", "ack",
+                     "local", "other", "icmp", "fin"]),
+    st.sampled_from([1, 100, 1448, 1448, 1448]),
+    st.sampled_from([ACK, ACK, ACK | PSH, ACK | 0x40]),
+    st.sampled_from([0, 0, 0, 1, 5, -1]),
+)
+
+
+class CoalescingTests(SynchronousTestCase):
+    """
+    Runs of segments coalesced within a link read: the same outcome as the
+    network without the shortcut, batch after batch.
+    """
+
+    def playBatches(self, batches, answers=()):
+        """
+        Run C{batches} (lists of L{_batchFrame} tuples) as link reads on a
+        network with the shortcut (and coalescing) and one without; after
+        each, the host side writes C{answers[i]} if given (so that the guest's
+        ACK fields have something to acknowledge), and both must agree.
+        """
+        fast, slow = Network(True), Network(False)
+        self.assertTrue(fast.gvtap.switch.fastPath.coalesce)
+        self.maxDiff = None
+        sent = [0]
+        acked = [0]
+        ts = [100]
+        answered = [0]
+
+        def build(net, kind, length, flags, tsStep):
+            ts[0] += tsStep
+            options = wiretcp.timestampOption(ts[0] & MASK, 0)
+            payload = bytes((sent[0] + i) & 0xFF for i in range(length))
+            seq = ISN + 1 + sent[0]
+            ack = net.natISS + 1 + acked[0]
+            window = 65535
+            if kind == "next":
+                sent[0] += length
+            elif kind == "gap":
+                seq += 3000
+            elif kind == "old":
+                seq -= min(sent[0], 700)
+            elif kind == "window":
+                sent[0] += length
+                window = 30000
+            elif kind == "ack":
+                acked[0] = answered[0]
+                ack = net.natISS + 1 + acked[0]
+                sent[0] += length
+            elif kind == "local":
+                return tcpFrame(ACK | PSH, ISN + 1, net.localISS + 1, b"echo", dst=GATEWAY_IP,
+                                dstPort=7)
+            elif kind == "other":
+                return tcpFrame(ACK | PSH, ISN + 1, 0, b"x", srcMAC=OTHER_MAC)
+            elif kind == "icmp":
+                return GW_MAC + GUEST_MAC + b"\x08\x00" + ipv4.buildHeader(
+                    GUEST_IP, GATEWAY_IP, ipv4.PROTO_ICMP, 12) + b"\x08\x00\xf7\xfc" + b"\x00" * 8
+            elif kind == "fin":
+                flags = ACK | FIN
+                payload = b""
+            return tcpFrame(flags, seq, ack, payload, options=options)
+
+        for index, batch in enumerate(batches):
+            frames = None
+            for net in (fast, slow):
+                if frames is None:
+                    frames = [build(net, *spec) for spec in batch]
+                net.gvtap.switch.receiveFrames(net.port, list(frames))
+                net.reactor.advance(0)
+            self.assertEqual(fast.state(), slow.state(),
+                             f"after batch {index} of {batches}, answers {answers}")
+            if index < len(answers) and answers[index]:
+                for net in (fast, slow):
+                    net.hostSide.dataReceived(b"a" * answers[index])
+                    net.reactor.advance(0)
+                answered[0] += answers[index]
+                self.assertEqual(fast.state(), slow.state(), f"after answer {index}")
+        return fast
+
+    def test_runCoalesced(self):
+        """
+        A read of in-order segments reaches the connection as one segment with
+        all their data, and the host gets the same bytes as without the
+        shortcut.
+        """
+        fast = Network(True)
+        conn = next(iter(fast.gvtap.tcp._conns.values()))
+        calls = []
+        original = type(conn).segmentReceived
+
+        def spy(self, seg):
+            calls.append(len(seg.payload))
+            return original(self, seg)
+
+        self.patch(type(conn), "segmentReceived", spy)
+        frames = [tcpFrame(ACK | PSH, ISN + 1 + 1000 * i, fast.natISS + 1, b"z" * 1000,
+                           options=wiretcp.timestampOption(9, 0)) for i in range(5)]
+        fast.gvtap.switch.receiveFrames(fast.port, frames)
+        fast.reactor.advance(0)
+        self.assertEqual(calls, [5000])
+        self.assertEqual(fast.host.value(), b"z" * 5000)
+        self.playBatches([[("next", 1448, ACK | PSH, 0)] * 5])
+
+    def test_smallFirstNotHeld(self):
+        """
+        A run does not start with a segment of half the MSS or less (its ACK
+        may be delayed): such segments reach the connection one by one.
+        """
+        fast = Network(True)
+        conn = next(iter(fast.gvtap.tcp._conns.values()))
+        calls = []
+        original = type(conn).segmentReceived
+
+        def spy(self, seg):
+            calls.append(len(seg.payload))
+            return original(self, seg)
+
+        self.patch(type(conn), "segmentReceived", spy)
+        frames = [tcpFrame(ACK | PSH, ISN + 1 + 100 * i, fast.natISS + 1, b"z" * 100,
+                           options=wiretcp.timestampOption(9, 0)) for i in range(3)]
+        fast.gvtap.switch.receiveFrames(fast.port, frames)
+        self.assertEqual(calls, [100, 100, 100])
+        self.playBatches([[("next", 100, ACK, 0)] * 3, [("next", 1, ACK, 0)] * 2])
+
+    def test_brokenRuns(self):
+        """
+        A gap, an old segment, a window change, another connection, another
+        link's frame, an ICMP echo and a FIN each end a run where they stand.
+        """
+        run = [("next", 1448, ACK, 0)] * 3
+        batches = [run + [(kind, 100, ACK, 0)] + run
+                   for kind in ("gap", "old", "window", "local", "other", "icmp", "fin")]
+        self.playBatches(batches)
+
+    def test_runAfterOtherConnection(self):
+        """
+        A run held at the end of a read that began with another connection's
+        data: the frames to the guest leave in the order they would without
+        the shortcut (the run's ACK before that connection's answer).
+        """
+        self.playBatches([[("local", 1, ACK, 0), ("next", 1448, ACK, 0)],
+                          [("local", 1, ACK, 0)] + [("next", 1448, ACK, 0)] * 3])
+
+    def test_ackOfUnsentData(self):
+        """
+        A segment that acknowledges data never sent is dropped with its data:
+        it starts no run, and what follows it is out of order.
+        """
+        self.playBatches([[("next", 1, ACK, 0)], [("ack", 1448, ACK, 0), ("next", 1, ACK, 0)]],
+                         answers=[40000])
+
+    def test_ackMoves(self):
+        """
+        Runs whose ACK field moves (the host answered meanwhile) and whose
+        timestamps step forward, or back.
+        """
+        batches = [[("next", 1448, ACK, 1), ("ack", 1448, ACK, 0), ("next", 1448, ACK, -1),
+                    ("next", 1448, ACK | PSH, 2)]] * 4
+        self.playBatches(batches, answers=[3000, 0, 5000, 0])
+
+    @settings(max_examples=int(os.environ.get("GVTAP_COALESCE_EXAMPLES", "200")), deadline=None)
+    @given(st.lists(st.lists(_batchFrame, min_size=1, max_size=12), min_size=1, max_size=6),
+           st.lists(st.sampled_from([0, 0, 1000, 40000]), max_size=6))
+    def test_anyBatches(self, batches, answers):
+        """
+        Any batches of in-order, out-of-order and old segments, moving ACK
+        fields and windows, timestamps forward and back, other connections'
+        and other protocols' frames: the same outcome.
+        """
+        self.playBatches(batches, answers)

@@ -23,13 +23,30 @@ C{ipv4.received} counter) and hands the segment to the connection.
 
 C{tests/test_fastpath.py} runs the same frames through a network with and without
 it and requires the same frames out, bytes delivered and counters.
+
+Within the frames of one link read it also coalesces, as a NIC's GRO does: a run
+of in-order data segments of one established connection, with the same ACK
+field and window, timestamps that do not go back, and flags ACK (PSH allowed), whose bytes all fit the
+receive window, reaches the connection as one segment carrying all their data,
+when the read ends or before any other frame is handled. A bulk upload at MTU
+1500 then costs the TCP machine one segment per read instead of 43. What the
+connection does with the run is what it would do with its segments one by one:
+it takes the same bytes and answers with the same ACK at the end of the turn
+(C{stretchAcks}; without it nothing is held). A run starts only with a segment
+of more than half the MSS; out-of-order segments and segments past the receive
+window are never held.
 """
 
+from gvtwisted.stack.tcp.states import ESTABLISHED
 from gvtwisted.wire import ipv4
 from gvtwisted.wire.ipv4 import headerChecksumOK
-from gvtwisted.wire.tcp import parseSegment
+from gvtwisted.wire.tcp import ACK, PSH, parseSegment
 
 _IPV4_TCP_MIN = 14 + 20 + 20
+_ACK = ACK
+_ACK_PSH = ACK | PSH
+_MASK = 0xFFFFFFFF
+_HALF = 0x80000000
 
 
 class TCPFastPath:
@@ -38,7 +55,11 @@ class TCPFastPath:
     link delivers; returns whether it handled the frame.
     """
 
-    def __init__(self, switch, network, demux):
+    def __init__(self, switch, network, demux, coalesce=True):
+        """
+        @param coalesce: coalesce runs of segments within a link read (see the
+            module's docstring).
+        """
         self._switch = switch
         self._network = network
         self._demux = demux
@@ -46,8 +67,125 @@ class TCPFastPath:
         self._gatewayMAC = config.gatewayMAC
         self._gatewayIP = config.gatewayIPBytes
         self._broadcasts = frozenset((b"\xff\xff\xff\xff", config.broadcastIPBytes))
+        self.coalesce = coalesce
+        # The run being coalesced: its connection, first segment, payloads,
+        # the sequence number that continues it, and the bytes it may reach.
+        self._conn = None
+        self._first = None
+        self._parts = None
+        self._next = 0
+        self._room = 0
+        self._flushAtEnd = False
 
     def __call__(self, iface, frame) -> bool:
+        if self._conn is not None:
+            taken = self._handle(iface, frame)
+            if not taken:
+                # Any other frame comes after the run.
+                self.flush()
+            return taken
+        return self._handle(iface, frame)
+
+    def flush(self):
+        """
+        Hand the run being coalesced, if any, to its connection as one segment.
+        """
+        conn = self._conn
+        if conn is None:
+            return
+        seg = self._first
+        parts = self._parts
+        self._conn = self._first = self._parts = None
+        if len(parts) > 1:
+            seg.payload = b"".join(parts)
+        conn.segmentReceived(seg)
+
+    def _batchEnded(self):
+        self._flushAtEnd = False
+        self.flush()
+
+    @staticmethod
+    def _tsContinues(first, tsVal) -> bool:
+        """
+        Whether a segment's timestamp lets it join a run that began with
+        C{first}: both absent, or not older than it. Then the run's outcome is
+        that of its segments one by one: only the first can update the
+        connection's recent timestamp (the others start right of the last ACK
+        sent, RFC 7323 4.3), and none would fail PAWS after it; the echoed
+        timestamp is read only where an ACK advances, which only the first
+        can do (they share the ACK field).
+        """
+        if first is None or tsVal is None:
+            return first is tsVal
+        return (tsVal - first) & _MASK < _HALF
+
+    def _hold(self, conn, seg) -> bool:
+        """
+        Start or continue a run with C{seg} if it may be coalesced; otherwise
+        hand on the run held so far (C{seg} is then the caller's).
+        """
+        held = self._conn
+        payload = seg.payload
+        plen = len(payload)
+        if held is not None:
+            first = self._first
+            if (
+                held is conn
+                and plen
+                and seg.seq == self._next
+                and seg.ack == first.ack
+                and seg.window == first.window
+                and self._tsContinues(first.tsVal, seg.tsVal)
+                and (seg.flags == _ACK or seg.flags == _ACK_PSH)
+                and plen <= self._room
+            ):
+                self._parts.append(payload)
+                self._next = (self._next + plen) & _MASK
+                self._room -= plen
+                first.flags |= seg.flags
+                return True
+            self.flush()
+        if not (
+            self.coalesce
+            # A run starts with a segment whose ACK cannot be delayed (more
+            # than half the MSS): its ACK goes out at the end of the turn, as
+            # the ACK of several segments does, and the connection's
+            # delayed-ACK timer is left as its segments one by one leave it.
+            and plen > conn.mss >> 1
+            and (seg.flags == _ACK or seg.flags == _ACK_PSH)
+            and conn.state is ESTABLISHED
+            and conn.stretchAcks
+            and not conn._ooo
+            and seg.seq == conn._rcvNxt & _MASK
+        ):
+            return False
+        una = conn._sndUna
+        if (seg.ack - una) & _MASK > conn._sndMax - una:
+            # It acknowledges what was never sent (dropped, with its data) or
+            # is older than what is acknowledged: one by one, then.
+            return False
+        tsVal = seg.tsVal
+        if conn._tsOk and tsVal is not None and (tsVal - conn._tsRecent) & _MASK >= _HALF:
+            # Old (PAWS): the connection drops it, and what follows is then
+            # out of order.
+            return False
+        batch = self._switch.batch
+        if not batch.depth:
+            return False
+        room = conn._rcvAdvEdge - conn._rcvNxt - plen
+        if room < 0:
+            return False
+        self._conn = conn
+        self._first = seg
+        self._parts = [payload]
+        self._next = (seg.seq + plen) & _MASK
+        self._room = room
+        if not self._flushAtEnd:
+            self._flushAtEnd = True
+            batch.atEnd(self._batchEnded, first=True)
+        return True
+
+    def _handle(self, iface, frame) -> bool:
         if (
             len(frame) < _IPV4_TCP_MIN
             or frame[12] != 0x08
@@ -94,6 +232,8 @@ class TCPFastPath:
             macs[src] = now
         neighbour[1] = now
         network.counters.increment("ipv4.received")
+        if self._hold(conn, seg):
+            return True
         if conn.segmentReceived(seg):
             # A SYN that reopened a 4-tuple in TIME_WAIT: on as the
             # demultiplexer goes on.

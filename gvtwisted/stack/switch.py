@@ -45,11 +45,18 @@ class FrameBatch:
         self.depth = 0
         self._later = []
 
-    def atEnd(self, call):
+    def atEnd(self, call, first=False):
         """
         Call C{call} (no arguments) when the batch ends; only while one is open.
+
+        @param first: before the calls registered so far (the fast path's
+            coalesced run: its segments came in the batch before those calls
+            ran, and would have scheduled what they schedule then).
         """
-        self._later.append(call)
+        if first:
+            self._later.insert(0, call)
+        else:
+            self._later.append(call)
 
     def end(self):
         later = self._later
