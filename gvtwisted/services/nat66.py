@@ -4,7 +4,8 @@ sockets, as its IPv4 traffic does (L{gvtwisted.services.nat}).
 
 This module is the policy (where a destination may go on the host) and the
 dispatcher that the IPv6 gateway calls for every packet that is not its own;
-UDP and ICMPv6 echo have a module each, on the IPv4 NAT's flow table.
+UDP and ICMPv6 echo have a module each, whose tables are the IPv4 NAT's with
+the family's pieces of L{NAT66Flows} in place of IPv4's.
 
 The policy, the IPv6 twin of L{gvtwisted.services.nat_policy}:
 
@@ -22,6 +23,7 @@ as from any router, which is what C{traceroute -6} counts on.
 """
 
 import ipaddress
+import socket
 
 from gvtwisted.services.nat_policy import Refused
 from gvtwisted.wire import icmpv6, ipv6, udp
@@ -88,6 +90,31 @@ class QuotedPacket6:
         self.src = src
         self.dst = dst
         self.packet = ipv6.buildHeader(src, dst, proto, len(upperHeader)) + upperHeader
+
+
+class NAT66Flows:
+    """
+    What the address family decides in a NAT flow table
+    (L{gvtwisted.services.nat_udp.FlowTable}), for IPv6: mixed in before
+    the IPv4 table by L{gvtwisted.services.nat66_udp.UDP66NAT} and
+    L{gvtwisted.services.nat66_icmp.ICMP66NAT}, so that everything else is
+    the IPv4 NAT's own code.
+    """
+
+    family = socket.AF_INET6
+    loopback = LOOPBACK6
+    quotedPacket = QuotedPacket6
+    _unreachableCode = staticmethod(unreachableCode6)
+
+    def _destination(self, dst):
+        return hostDestination6(self.network.config, dst, self.hostLoopback)
+
+    def _destUnreachable(self, packet, code):
+        """
+        An ICMPv6 destination unreachable, from the gateway's choice of
+        source (L{gvtwisted.stack.ipv6gateway.IPv6Gateway.sendICMPv6Error}).
+        """
+        self.network.sendICMPv6Error(packet, icmpv6.DEST_UNREACHABLE, code)
 
 
 class NAT66:

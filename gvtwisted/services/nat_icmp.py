@@ -32,10 +32,7 @@ and data go through untouched. Flows are bounded and expire like UDP flows
 import errno
 import socket
 
-from gvtwisted.services.nat_udp import (
-    ANY, LOOPBACK, READ_BATCH, FlowTable, QuotedPacket, Refused, SocketReader,
-    hostDestination, unreachableCode,
-)
+from gvtwisted.services.nat_udp import ANY, READ_BATCH, FlowTable, SocketReader
 from gvtwisted.wire import icmp, ipv4
 from gvtwisted.wire.checksum import verifies
 
@@ -52,14 +49,14 @@ ONLY_ECHO_REPLIES = (0xFFFFFFFF & ~(1 << icmp.ECHO_REPLY)).to_bytes(4, "little")
 RECV_SIZE = 65535
 
 
-def availableMode() -> str:
+def availableMode(family=socket.AF_INET, protocol=socket.IPPROTO_ICMP) -> str:
     """
     Which kind of ICMP socket this process may open: L{MODE_DATAGRAM},
-    L{MODE_RAW} or L{MODE_NONE}.
+    L{MODE_RAW} or L{MODE_NONE} (of another family and its ICMP, if given).
     """
     for kind, mode in ((socket.SOCK_DGRAM, MODE_DATAGRAM), (socket.SOCK_RAW, MODE_RAW)):
         try:
-            s = socket.socket(socket.AF_INET, kind, socket.IPPROTO_ICMP)
+            s = socket.socket(family, kind, protocol)
         except OSError:
             continue
         s.close()
@@ -71,9 +68,10 @@ class ICMPFlow:
     """
     One guest's pings to one destination with one identifier.
 
-    @ivar key: C{(guestIP, guestIdent, dstIP)}: 4-byte addresses and the
-        guest's 2-byte identifier.
-    @ivar realHost: the dotted address the host pings.
+    @ivar key: C{(guestIP, guestIdent, dstIP)}: the family's addresses
+        (4 or 16 bytes) and the guest's 2-byte identifier.
+    @ivar realHost: the text address the host pings.
+    @ivar realHostBytes: the same, packed, to compare replies' sources with.
     @ivar natIdent: the 2-byte identifier on the host side (raw mode only;
         in datagram mode the kernel picks it).
     @ivar socket: the flow's own socket in datagram mode, else L{None}.
@@ -82,11 +80,11 @@ class ICMPFlow:
     __slots__ = ("key", "guestIP", "guestIdent", "dstIP", "realHost", "realHostBytes",
                  "natIdent", "socket", "reader", "lastActive", "closed", "link")
 
-    def __init__(self, key, realHost, now):
+    def __init__(self, key, realHost, realHostBytes, now):
         self.key = key
         self.guestIP, self.guestIdent, self.dstIP = key
         self.realHost = realHost
-        self.realHostBytes = socket.inet_aton(realHost)
+        self.realHostBytes = realHostBytes
         self.natIdent = None
         self.socket = None
         self.reader = None
@@ -104,18 +102,32 @@ class ICMPNAT(FlowTable):
     """
 
     prefix = "nat.icmp"
+    #: The name the reactor logs a datagram socket's reader under (and,
+    #: with "-raw", the raw socket's).
+    readerName = "gvtap-nat-icmp"
+    #: The family's ICMP: its name in log lines, its protocol number (the
+    #: sockets' and the IP header's) and its echo types.
+    protocolName = "ICMP"
+    protocol = socket.IPPROTO_ICMP
+    echoRequestType = icmp.ECHO_REQUEST
+    echoReplyType = icmp.ECHO_REPLY
+    #: The C{setsockopt} arguments that let only echo replies into the raw
+    #: socket.
+    rawFilter = (SOL_RAW, ICMP_FILTER, ONLY_ECHO_REPLIES)
 
     def __init__(self, reactor, network, hostLoopback=True, ec2MetadataAccess=False,
                  maxFlows=1024, idleTimeout=60.0, mode=None):
-        FlowTable.__init__(self, reactor, network, maxFlows, idleTimeout)
-        self.hostLoopback = hostLoopback
-        self.ec2MetadataAccess = ec2MetadataAccess
+        FlowTable.__init__(self, reactor, network, maxFlows, idleTimeout, hostLoopback,
+                           ec2MetadataAccess)
         self.mode = mode
         self._raw = None
         self._rawReader = None
         # natIdent -> flow, raw mode
         self._byIdent = {}
         self._nextIdent = 0
+        # Counted for every echo: the names are made once.
+        self._requestsOut = self.prefix + ".echoRequestsOut"
+        self._repliesIn = self.prefix + ".echoRepliesIn"
 
     # -- guest to host ------------------------------------------------------
 
@@ -127,46 +139,57 @@ class ICMPNAT(FlowTable):
         @param rest: the message from its fifth byte: identifier, sequence
             number, data.
         """
-        if icmpType != icmp.ECHO_REQUEST:
-            self.counters.increment("drop.nat.icmp.unsupportedType")
+        if icmpType != self.echoRequestType:
+            self.counters.increment("drop." + self.prefix + ".unsupportedType")
             return
         if len(rest) < 4:
-            self.counters.complain("nat.icmp.short")
+            self.counters.complain(self.prefix + ".short")
             return
         key = (packet.src, bytes(rest[0:2]), packet.dst)
         flow = self._flowFor(packet, key)
         if flow is None:
             return
-        self.counters.increment("nat.icmp.echoRequestsOut")
+        self.counters.increment(self._requestsOut)
         try:
             if flow.socket is not None:
                 # The kernel writes its own identifier and the checksum.
-                flow.socket.send(icmp.build(icmp.ECHO_REQUEST, 0, rest))
+                flow.socket.send(self._echoRequest(rest))
             else:
-                self._raw.sendto(icmp.build(icmp.ECHO_REQUEST, 0, flow.natIdent + rest[2:]),
+                self._raw.sendto(self._echoRequest(flow.natIdent + rest[2:]),
                                  (flow.realHost, 0))
         except BlockingIOError:
-            self.counters.increment("drop.nat.icmp.hostSocketFull")
+            self.counters.increment("drop." + self.prefix + ".hostSocketFull")
         except OSError as e:
-            self._failed(flow, e, packet)
+            self._sendFailed(flow, e, packet)
+
+    def _echoRequest(self, rest):
+        """
+        The echo request to send with C{rest} (identifier, sequence, data);
+        an ICMP checksum is ours to write.
+        """
+        return icmp.build(icmp.ECHO_REQUEST, 0, rest)
+
+    def _badKey(self, key) -> bool:
+        """
+        Whether C{key} cannot be a flow (then complained about): a guest
+        without an address.
+        """
+        if key[0] == ANY:
+            self.counters.complain(self.prefix + ".badAddress", socket.inet_ntoa(key[2]))
+            return True
+        return False
 
     def _open(self, packet, key):
-        guestIP, _, dst = key
-        if guestIP == ANY:
-            self.counters.complain("nat.icmp.badAddress", socket.inet_ntoa(dst))
+        if self._badKey(key):
             return None
-        where = hostDestination(self.network.config, dst, self.hostLoopback,
-                                self.ec2MetadataAccess)
-        if where.__class__ is Refused:
-            self.counters.increment("drop.nat.icmp." + where.reason)
-            if where.icmpCode is not None:
-                self.network.sendICMPError(packet, icmp.DEST_UNREACHABLE, where.icmpCode)
+        where = self._route(packet, key[2])
+        if where is None:
             return None
         if self.mode is None:
-            self.mode = availableMode()
+            self.mode = availableMode(self.family, self.protocol)
         if self.mode == MODE_DATAGRAM and not self._descriptorRoom():
             return None
-        flow = ICMPFlow(key, where, self.reactor.seconds())
+        flow = ICMPFlow(key, where, socket.inet_pton(self.family, where), self.reactor.seconds())
         try:
             if self.mode == MODE_DATAGRAM:
                 self._openDatagram(flow)
@@ -174,15 +197,12 @@ class ICMPNAT(FlowTable):
                 self._openRaw(flow)
             else:
                 self.counters.complain(
-                    "nat.icmp.noSocket",
-                    "cannot open an ICMP socket: allow this group in "
+                    self.prefix + ".noSocket",
+                    f"cannot open an {self.protocolName} socket: allow this group in "
                     "net.ipv4.ping_group_range, or give the process CAP_NET_RAW")
                 return None
         except OSError as e:
-            self.counters.complain("nat.icmp.hostSocket", f"{where}: {e}")
-            code = unreachableCode(e.errno)
-            if code is not None:
-                self.network.sendICMPError(packet, icmp.DEST_UNREACHABLE, code)
+            self._hostSocketFailed(packet, e, where)
             return None
         self._addFlow(flow)
         if flow.reader is not None:
@@ -190,34 +210,36 @@ class ICMPNAT(FlowTable):
         return flow
 
     def _openDatagram(self, flow):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP)
+        sock = socket.socket(self.family, socket.SOCK_DGRAM, self.protocol)
         try:
             sock.setblocking(False)
-            if flow.realHost == LOOPBACK:
-                sock.bind((LOOPBACK, 0))
+            if flow.realHost == self.loopback:
+                sock.bind((self.loopback, 0))
             sock.connect((flow.realHost, 0))
         except OSError:
             sock.close()
             raise
         flow.socket = sock
-        flow.reader = SocketReader(self.reactor, sock, lambda: self._readDatagram(flow), "gvtap-nat-icmp")
+        flow.reader = SocketReader(self.reactor, sock, lambda: self._readDatagram(flow),
+                                   self.readerName)
 
     def _openRaw(self, flow):
         if self._raw is None:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+            sock = socket.socket(self.family, socket.SOCK_RAW, self.protocol)
             try:
                 sock.setblocking(False)
-                sock.setsockopt(SOL_RAW, ICMP_FILTER, ONLY_ECHO_REPLIES)
+                sock.setsockopt(*self.rawFilter)
             except OSError:
                 sock.close()
                 raise
             self._raw = sock
-            self._rawReader = SocketReader(self.reactor, sock, self._readRaw, "gvtap-nat-icmp-raw")
+            self._rawReader = SocketReader(self.reactor, sock, self._readRaw,
+                                           self.readerName + "-raw")
             self.reactor.addReader(self._rawReader)
         byIdent = self._byIdent
         if len(byIdent) >= 0xFFFF:
             # Cannot happen with a sane maxFlows; never loop forever.
-            raise OSError(errno.EAGAIN, "no free ICMP identifier")
+            raise OSError(errno.EAGAIN, f"no free {self.protocolName} identifier")
         ident = self._nextIdent
         while True:
             ident = (ident % 0xFFFF) + 1
@@ -228,20 +250,28 @@ class ICMPNAT(FlowTable):
         flow.natIdent = natIdent
         byIdent[natIdent] = flow
 
+    def _sendFailed(self, flow, error, packet):
+        """
+        Sending the guest's echo request C{packet} failed: the error, if
+        any, quotes it.
+        """
+        self._failed(flow, error, packet)
+
     def _failed(self, flow, error, packet=None):
         """
         A host socket reported C{error} for C{flow}: tell the guest if it is
         the network's answer, count it either way.
         """
-        code = unreachableCode(error.errno)
+        code = self._unreachableCode(error.errno)
         if code is None:
-            self.counters.complain("nat.icmp.socketError", f"{flow.realHost}: {error}")
+            self.counters.complain(self.prefix + ".socketError", f"{flow.realHost}: {error}")
             return
-        self.counters.increment("nat.icmp.unreachable")
+        self.counters.increment(self.prefix + ".unreachable")
         if packet is None:
-            packet = QuotedPacket(flow.guestIP, flow.dstIP, ipv4.PROTO_ICMP,
-                                  bytes((icmp.ECHO_REQUEST, 0, 0, 0)) + flow.guestIdent + b"\0\0")
-        self.network.sendICMPError(packet, icmp.DEST_UNREACHABLE, code)
+            packet = self.quotedPacket(
+                flow.guestIP, flow.dstIP, self.protocol,
+                bytes((self.echoRequestType, 0, 0, 0)) + flow.guestIdent + b"\0\0")
+        self._destUnreachable(packet, code)
 
     # -- host to guest ------------------------------------------------------
 
@@ -261,8 +291,8 @@ class ICMPNAT(FlowTable):
             except OSError as e:
                 self._failed(flow, e)
                 continue
-            if len(message) < 8 or message[0] != icmp.ECHO_REPLY:
-                self.counters.increment("drop.nat.icmp.unexpectedReply")
+            if len(message) < 8 or message[0] != self.echoReplyType:
+                self.counters.increment("drop." + self.prefix + ".unexpectedReply")
                 continue
             self._reply(flow, memoryview(message)[6:])
 
@@ -272,31 +302,40 @@ class ICMPNAT(FlowTable):
         answer one of our flows, from that flow's destination.
         """
         sock = self._raw
-        byIdent = self._byIdent
         for _ in range(READ_BATCH):
             if self._raw is not sock:
                 return
             try:
-                packet = sock.recv(RECV_SIZE)
+                echo = self._rawEcho(sock)
             except BlockingIOError:
                 return
             except OSError as e:
-                self.counters.complain("nat.icmp.socketError", str(e))
+                self.counters.complain(self.prefix + ".socketError", str(e))
                 continue
-            if len(packet) < ipv4.MIN_HEADER:
-                continue
-            headerLength = (packet[0] & 0x0F) * 4
-            if len(packet) < headerLength + 8 or packet[headerLength] != icmp.ECHO_REPLY:
-                continue
-            flow = byIdent.get(packet[headerLength + 4:headerLength + 6])
-            if flow is None or packet[12:16] != flow.realHostBytes:
-                # Another program's ping, or an answer from the wrong host.
-                continue
-            message = memoryview(packet)[headerLength:]
-            if not verifies(message):
-                self.counters.increment("drop.nat.icmp.replyChecksum")
-                continue
-            self._reply(flow, message[6:])
+            if echo is not None:
+                self._reply(*echo)
+
+    def _rawEcho(self, sock):
+        """
+        Read one packet of the raw socket (with its IPv4 header): the flow
+        it answers and its sequence and data, or L{None} if it is no echo
+        reply to a flow from that flow's destination (another program's
+        ping, or an answer from the wrong host) or is damaged.
+        """
+        packet = sock.recv(RECV_SIZE)
+        if len(packet) < ipv4.MIN_HEADER:
+            return None
+        headerLength = (packet[0] & 0x0F) * 4
+        if len(packet) < headerLength + 8 or packet[headerLength] != icmp.ECHO_REPLY:
+            return None
+        flow = self._byIdent.get(packet[headerLength + 4:headerLength + 6])
+        if flow is None or packet[12:16] != flow.realHostBytes:
+            return None
+        message = memoryview(packet)[headerLength:]
+        if not verifies(message):
+            self.counters.increment("drop." + self.prefix + ".replyChecksum")
+            return None
+        return flow, message[6:]
 
     def _reply(self, flow, seqAndData):
         """
@@ -305,24 +344,24 @@ class ICMPNAT(FlowTable):
         """
         flow.lastActive = self.reactor.seconds()
         self._flows.move_to_end(flow.key)
-        self.counters.increment("nat.icmp.echoRepliesIn")
+        self.counters.increment(self._repliesIn)
+        self._echoReply(flow, flow.guestIdent + bytes(seqAndData))
+
+    def _echoReply(self, flow, rest):
+        """
+        Send the guest the echo reply with C{rest} (identifier, sequence,
+        data), from the destination it pinged.
+        """
         self.network.sendIPv4(flow.dstIP, flow.guestIP, ipv4.PROTO_ICMP,
-                              icmp.build(icmp.ECHO_REPLY, 0, flow.guestIdent + bytes(seqAndData)))
+                              icmp.build(icmp.ECHO_REPLY, 0, rest))
 
     # -- flow table -----------------------------------------------------------
 
     def _closeFlow(self, flow):
-        if flow.closed:
-            return
-        flow.closed = True
-        self._unlink(flow)
-        if flow.reader is not None:
-            self.reactor.removeReader(flow.reader)
-            flow.reader = None
-        if flow.socket is not None:
-            flow.socket.close()
-        if flow.natIdent is not None and self._byIdent.get(flow.natIdent) is flow:
-            del self._byIdent[flow.natIdent]
+        FlowTable._closeFlow(self, flow)
+        natIdent = flow.natIdent
+        if natIdent is not None and self._byIdent.get(natIdent) is flow:
+            del self._byIdent[natIdent]
 
     def _tableEmpty(self):
         """

@@ -38,7 +38,7 @@ from zope.interface import implementer
 
 from twisted.internet.interfaces import IHalfCloseableDescriptor, IReadDescriptor
 
-from gvtwisted.services.nat_policy import (  # noqa: F401 (re-exported for nat_icmp)
+from gvtwisted.services.nat_policy import (  # noqa: F401 (re-exported)
     BROADCAST, HOST_LOOPBACK_DISABLED, IN_SUBNET, LIMITED_BROADCAST, LINK_LOCAL, LOOPBACK,
     MARTIAN, MULTICAST, Refused, hostDestination,
 )
@@ -137,26 +137,94 @@ class QuotedPacket:
 
 class FlowTable:
     """
-    What the UDP and ICMP NATs share: a bounded table of flows in least
-    recently used order, and a periodic sweep that closes idle ones.
+    What the UDP and ICMP NATs of both families share: a bounded table of
+    flows in least recently used order, a periodic sweep that closes idle
+    ones, and the steps of opening a flow's host socket.
 
-    Subclasses define C{prefix} (the counter prefix) and C{_closeFlow}.
-    A flow is any object with C{key} and C{lastActive} attributes.
+    What the address family decides is a class attribute or a small method,
+    here and in the subclasses, written for IPv4; the NAT66 tables override
+    those and nothing else (what both of them override is in
+    L{gvtwisted.services.nat66.NAT66Flows}). Subclasses define C{prefix}
+    (the counter prefix). A flow is any object with C{key}, C{lastActive},
+    C{closed}, C{link}, C{reader} and C{socket} attributes (the last two may
+    be L{None}).
+
+    @ivar hostLoopback: whether the host address reaches the host's
+        loopback.
+    @ivar ec2MetadataAccess: whether 169.254.0.0/16 may be reached (IPv4).
     """
 
     prefix = "nat"
 
-    def __init__(self, reactor, network, maxFlows, idleTimeout):
+    #: The family of the host sockets.
+    family = socket.AF_INET
+    #: The host's loopback address, that the host address stands for.
+    loopback = LOOPBACK
+    #: Rebuilds a packet of a flow for an error to quote.
+    quotedPacket = QuotedPacket
+    #: The destination-unreachable code of a host socket error, or L{None}.
+    _unreachableCode = staticmethod(unreachableCode)
+
+    def __init__(self, reactor, network, maxFlows, idleTimeout, hostLoopback=True,
+                 ec2MetadataAccess=False):
         self.reactor = reactor
         self.network = network
         self.counters = network.counters
         self.maxFlows = maxFlows
         self.idleTimeout = idleTimeout
         self.sweepInterval = idleTimeout / 4.0
+        self.hostLoopback = hostLoopback
+        self.ec2MetadataAccess = ec2MetadataAccess
         self._flows = OrderedDict()
         self._sweeper = None
         # A gvtwisted.limits.DescriptorBudget, or None for no reserve.
         self.descriptors = None
+
+    # -- what the address family decides --------------------------------------
+
+    def _destination(self, dst):
+        """
+        Where on the host a guest's packet to C{dst} goes: the text address
+        for a host socket, or a L{Refused}.
+        """
+        return hostDestination(self.network.config, dst, self.hostLoopback,
+                               self.ec2MetadataAccess)
+
+    def _destUnreachable(self, packet, code):
+        """
+        Tell the guest that C{packet} (one of its own, or a L{quotedPacket})
+        could not be delivered, with destination-unreachable C{code}.
+        """
+        self.network.sendICMPError(packet, icmp.DEST_UNREACHABLE, code)
+
+    # -- opening a flow ---------------------------------------------------------
+
+    def _route(self, packet, dst):
+        """
+        Where the guest's first C{packet} of a flow to C{dst} goes on the
+        host (the text address), or L{None} if the policy refuses it: then
+        counted, and answered with an unreachable where the policy says so.
+        """
+        where = self._destination(dst)
+        if where.__class__ is Refused:
+            self.counters.increment("drop." + self.prefix + "." + where.reason)
+            if where.icmpCode is not None:
+                self._destUnreachable(packet, where.icmpCode)
+            return None
+        return where
+
+    def _hostSocketFailed(self, packet, error, where):
+        """
+        The host socket for the flow that C{packet} opens could not be made
+        or connected: complain (C{where} says toward what), and tell the
+        guest if C{error} is the network's answer.
+        """
+        self.counters.complain(self.prefix + ".hostSocket", f"{where}: {error}")
+        code = self._unreachableCode(error.errno)
+        if code is not None:
+            self._destUnreachable(packet, code)
+
+    # -- the table --------------------------------------------------------------
 
     def flowCount(self) -> int:
         """
@@ -249,6 +317,20 @@ class FlowTable:
         else:
             self._tableEmpty()
 
+    def _closeFlow(self, flow):
+        """
+        Close C{flow}'s host socket and stop reading it, once.
+        """
+        if flow.closed:
+            return
+        flow.closed = True
+        self._unlink(flow)
+        if flow.reader is not None:
+            self.reactor.removeReader(flow.reader)
+            flow.reader = None
+        if flow.socket is not None:
+            flow.socket.close()
+
     def _tableEmpty(self):
         """
         The last flow is gone; subclasses may release shared resources.
@@ -295,19 +377,24 @@ class UDPFlow:
 class UDPNAT(FlowTable):
     """
     The guest's UDP to the world, through host sockets.
-
-    @ivar hostLoopback: whether the host address reaches the host's
-        127.0.0.1.
-    @ivar ec2MetadataAccess: whether 169.254.0.0/16 may be reached.
     """
 
     prefix = "nat.udp"
+    #: What a flow's host socket is bound to, unless it goes to the loopback.
+    anyAddress = "0.0.0.0"
+    #: The name the reactor logs a flow's socket reader under.
+    readerName = "gvtap-nat-udp"
+    #: The complaint, after the prefix, for a receive error that is not the
+    #: network's answer.
+    recvError = ".recvError"
 
     def __init__(self, reactor, network, hostLoopback=True, ec2MetadataAccess=False,
                  maxFlows=4096, idleTimeout=90.0):
-        FlowTable.__init__(self, reactor, network, maxFlows, idleTimeout)
-        self.hostLoopback = hostLoopback
-        self.ec2MetadataAccess = ec2MetadataAccess
+        FlowTable.__init__(self, reactor, network, maxFlows, idleTimeout, hostLoopback,
+                           ec2MetadataAccess)
+        # Counted for every datagram: the names are made once.
+        self._datagramsOut = self.prefix + ".datagramsOut"
+        self._datagramsIn = self.prefix + ".datagramsIn"
 
     # -- guest to host ------------------------------------------------------
 
@@ -322,62 +409,78 @@ class UDPNAT(FlowTable):
         flow = self._flowFor(packet, key)
         if flow is None:
             return
-        self.counters.increment("nat.udp.datagramsOut")
+        self.counters.increment(self._datagramsOut)
         try:
             flow.socket.send(data)
         except BlockingIOError:
-            self.counters.increment("drop.nat.udp.hostSocketFull")
+            self.counters.increment("drop." + self.prefix + ".hostSocketFull")
         except OSError as e:
-            self._sendFailed(flow, e.errno)
+            self._sendFailed(flow, e)
+
+    def _badKey(self, key) -> bool:
+        """
+        Whether C{key} cannot be a flow (then complained about): a port 0
+        on either side, or a guest without an address.
+        """
+        guestIP, srcPort, dst, dstPort = key
+        if guestIP == ANY or srcPort == 0 or dstPort == 0:
+            self.counters.complain(self.prefix + ".badAddress",
+                                   f"{socket.inet_ntoa(guestIP)}:{srcPort} -> "
+                                   f"{socket.inet_ntoa(dst)}:{dstPort}")
+            return True
+        return False
+
+    def _hostPort(self, host, port) -> str:
+        """
+        A host socket's address and port, as complaints write them.
+        """
+        return f"{host}:{port}"
 
     def _open(self, packet, key):
         """
         Make the flow for a guest's first datagram to a destination, or
         answer why not; L{None} when the datagram is not to be sent.
         """
-        guestIP, srcPort, dst, dstPort = key
-        if guestIP == ANY or srcPort == 0 or dstPort == 0:
-            self.counters.complain("nat.udp.badAddress",
-                                   f"{socket.inet_ntoa(guestIP)}:{srcPort} -> "
-                                   f"{socket.inet_ntoa(dst)}:{dstPort}")
+        if self._badKey(key):
             return None
-        where = hostDestination(self.network.config, dst, self.hostLoopback,
-                                self.ec2MetadataAccess)
-        if where.__class__ is Refused:
-            self.counters.increment("drop.nat.udp." + where.reason)
-            if where.icmpCode is not None:
-                self.network.sendICMPError(packet, icmp.DEST_UNREACHABLE, where.icmpCode)
-            return None
-        if not self._descriptorRoom():
+        dstPort = key[3]
+        where = self._route(packet, key[2])
+        if where is None or not self._descriptorRoom():
             return None
         sock = None
         try:
             # Out of file descriptors (EMFILE) fails here: counted, not fatal.
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock = socket.socket(self.family, socket.SOCK_DGRAM)
             sock.setblocking(False)
-            sock.bind((LOOPBACK if where == LOOPBACK else "0.0.0.0", 0))
+            sock.bind((self.loopback if where == self.loopback else self.anyAddress, 0))
             sock.connect((where, dstPort))
         except OSError as e:
             if sock is not None:
                 sock.close()
-            self.counters.complain("nat.udp.hostSocket", f"{where}:{dstPort}: {e}")
-            code = unreachableCode(e.errno)
-            if code is not None:
-                self.network.sendICMPError(packet, icmp.DEST_UNREACHABLE, code)
+            self._hostSocketFailed(packet, e, self._hostPort(where, dstPort))
             return None
         flow = UDPFlow(key, where, sock, self.reactor.seconds())
-        flow.reader = SocketReader(self.reactor, sock, lambda: self._readable(flow), "gvtap-nat-udp")
+        flow.reader = SocketReader(self.reactor, sock, lambda: self._readable(flow),
+                                   self.readerName)
         self._addFlow(flow)
         self.reactor.addReader(flow.reader)
         return flow
 
-    def _sendFailed(self, flow, err):
-        code = unreachableCode(err)
+    def _sendFailed(self, flow, error):
+        """
+        A send on C{flow}'s socket failed: a datagram too big is counted,
+        the network's answer told to the guest, anything else complained
+        about.
+        """
+        err = error.errno
         if err == errno.EMSGSIZE:
-            self.counters.increment("drop.nat.udp.tooBig")
-        elif code is None:
-            self.counters.complain("nat.udp.sendError",
-                                   f"{flow.realHost}:{flow.dstPort}: {errno.errorcode.get(err, err)}")
+            self.counters.increment("drop." + self.prefix + ".tooBig")
+            return
+        code = self._unreachableCode(err)
+        if code is None:
+            self.counters.complain(self.prefix + ".sendError",
+                                   f"{self._hostPort(flow.realHost, flow.dstPort)}: "
+                                   f"{errno.errorcode.get(err, err)}")
         else:
             self._unreachable(flow, code)
 
@@ -397,38 +500,33 @@ class UDPNAT(FlowTable):
             except BlockingIOError:
                 return
             except OSError as e:
-                # A pending ICMP error from the network, reported on the
-                # connected socket; the socket stays usable.
-                code = unreachableCode(e.errno)
-                if code is None:
-                    self.counters.complain("nat.udp.recvError",
-                                           f"{flow.realHost}:{flow.dstPort}: {e}")
-                else:
-                    self._unreachable(flow, code)
+                self._recvFailed(flow, e)
                 continue
             flow.lastActive = self.reactor.seconds()
             self._flows.move_to_end(flow.key)
-            self.counters.increment("nat.udp.datagramsIn")
+            self.counters.increment(self._datagramsIn)
             self.network.sendUDP(flow.dstIP, flow.dstPort, flow.guestIP, flow.guestPort, data)
+
+    def _recvFailed(self, flow, error):
+        """
+        A read of C{flow}'s socket failed: a pending ICMP error from the
+        network, reported on the connected socket, is told to the guest;
+        anything else is complained about. The socket stays usable.
+        """
+        code = self._unreachableCode(error.errno)
+        if code is None:
+            self.counters.complain(self.prefix + self.recvError,
+                                   f"{self._hostPort(flow.realHost, flow.dstPort)}: {error}")
+        else:
+            self._unreachable(flow, code)
 
     def _unreachable(self, flow, code):
         """
         Tell the guest that its flow's destination is unreachable, quoting
         a datagram of the flow as the error's subject.
         """
-        self.counters.increment("nat.udp.unreachable")
-        quoted = QuotedPacket(flow.guestIP, flow.dstIP, ipv4.PROTO_UDP,
-                              udp.HEADER.pack(flow.guestPort, flow.dstPort, udp.HEADER_LEN, 0))
-        self.network.sendICMPError(quoted, icmp.DEST_UNREACHABLE, code)
-
-    # -- flow table -----------------------------------------------------------
-
-    def _closeFlow(self, flow):
-        if flow.closed:
-            return
-        flow.closed = True
-        self._unlink(flow)
-        if flow.reader is not None:
-            self.reactor.removeReader(flow.reader)
-            flow.reader = None
-        flow.socket.close()
+        self.counters.increment(self.prefix + ".unreachable")
+        # UDP is protocol 17 in IPv4 and IPv6 alike.
+        quoted = self.quotedPacket(flow.guestIP, flow.dstIP, ipv4.PROTO_UDP,
+                                   udp.HEADER.pack(flow.guestPort, flow.dstPort, udp.HEADER_LEN, 0))
+        self._destUnreachable(quoted, code)
