@@ -261,13 +261,18 @@ class GoldenTransferTests(NetworkTestCase):
     with the prebuilt headers and without them.
     """
 
-    def transfer(self, templates):
+    def transfer(self, templates, ackEach=False, data=bytes(range(256)) * 40 + b"tail"):
+        """
+        The whole transfer; with C{ackEach} the guest acknowledges one
+        segment at a time, so that each ACK opens the window by a segment or
+        two.
+        """
         self.setUp()
         self.patch(TCPDemux, "frameTemplates", templates)
         demux = TCPDemux(self.clock, self.network, self.counters)
         self.network.tcp = demux
         factory = Factory.forProtocol(Sink)
-        Sink.data = bytes(range(256)) * 40 + b"tail"
+        Sink.data = data
         self.addCleanup(setattr, Sink, "data", b"")
         demux.listenTCP(7777, factory)
         self.learn()
@@ -299,14 +304,24 @@ class GoldenTransferTests(NetworkTestCase):
         self.clock.advance(0)
         frames = []
         # Acknowledge everything that came, until the data and the PSH are in.
-        for _ in range(20):
-            out = taken()
-            frames.extend(out)
+        out = taken()
+        for _ in range(400):
             if not out:
                 break
+            frames.extend(out)
+            if ackEach:
+                new = []
+                for frame in out:
+                    one = wiretcp.parseSegment(ipv4.parse(frame).payload)
+                    send(ACK, 1001, one.seq + len(one.payload), 52)
+                    self.clock.advance(0)
+                    new.extend(taken())
+                out = new
+                continue
             last = wiretcp.parseSegment(ipv4.parse(out[-1]).payload)
             send(ACK, 1001, last.seq + len(last.payload), 52)
             self.clock.advance(0)
+            out = taken()
         self.clock.advance(0.1)
         return synAck, frames, pieces
 
@@ -336,6 +351,35 @@ class GoldenTransferTests(NetworkTestCase):
         payload = b"".join(bytes(wiretcp.parseSegment(ipv4.parse(f).payload).payload)
                            for f in plain)
         self.assertEqual(payload, bytes(range(256)) * 40 + b"tail")
+
+
+    def test_checksumsSummedAhead(self):
+        """
+        When each ACK opens the window by a segment or two, the payloads'
+        checksums still come from sums made a burst at a time over the unsent
+        data (kept by sequence number), not one numpy call per segment, and
+        the frames are byte-identical to those built without templates.
+        """
+        from gvtwisted.stack import frames as framesModule
+        from gvtwisted.stack import tcp
+
+        data = bytes(range(256)) * 400
+        plainSyn, plain, _ = self.transfer(False, ackEach=True, data=data)
+        single = []
+        bursts = []
+        fold = framesModule.fold
+        foldEach = tcp.foldEach
+        self.patch(framesModule, "fold", lambda data: (single.append(len(data)), fold(data))[1])
+        self.patch(tcp, "foldEach", lambda data, size: (bursts.append(len(data) // size),
+                                                        foldEach(data, size))[1])
+        fastSyn, fast, _ = self.transfer(True, ackEach=True, data=data)
+        self.assertEqual(fast, plain)
+        dataSegments = [f for f in fast if len(f) > 1000]
+        self.assertGreater(len(dataSegments), 60)
+        # No full segment summed alone, and a numpy call for many segments
+        # at a time, not one for each ACK's segment or two.
+        self.assertEqual([n for n in single if n == 1460], [])
+        self.assertLessEqual(len(bursts), len(dataSegments) // 16, bursts)
 
 
 class Chunks(Protocol):

@@ -171,6 +171,8 @@ class TCPMachine:
     __slots__ = (
         "_ackNow",
         "_ackOwed",
+        "_folds",
+        "_foldsAt",
         "_assembler",
         "batch",
         "_batched",
@@ -376,6 +378,10 @@ class TCPMachine:
         self._tsRecent = 0
         self._lastAckSent = 0
         self._ackOwed = 0
+        # Checksum folds of full segments from sequence number _foldsAt on
+        # (see _output), or None.
+        self._folds = None
+        self._foldsAt = 0
         self._ackNow = False
         self._needOutput = False
         self._lastOutOfWindowAck = float("-inf")
@@ -1309,17 +1315,15 @@ class TCPMachine:
         cwnd = self._cc.cwnd
         edge = una + (wnd if wnd < cwnd else cwnd)
         sent = False
-        folds = None
-        burst = ((dataEnd if dataEnd < edge else edge) - nxt) // mss
-        if (burst > 1 and seg == mss and mss <= _BURST_MSS and not mss & 3 and self._tsOk
-                and self.frameSender is not None):
-            # The checksums of a burst of small full segments in one numpy call
-            # (numpy's per-call cost is most of a 1448-byte fold). Capped: a
-            # link that fills up stops the burst, and the rest would be wasted.
-            if burst > _BURST_SEGMENTS:
-                burst = _BURST_SEGMENTS
-            off = nxt - una
-            folds = iter(_package.foldEach(memoryview(self._sndBuf)[off : off + burst * mss], mss))
+        # The checksums of full segments of unsent data, summed ahead in one
+        # numpy call for up to _BURST_SEGMENTS of them (numpy's per-call cost
+        # is most of a 1448-byte fold) and kept by sequence number: the bytes
+        # at a sequence number never change, and an ACK that opens the window
+        # by a segment or two then costs no numpy call of its own.
+        foldable = (seg == mss and mss <= _BURST_MSS and not mss & 3 and self._tsOk
+                    and self.frameSender is not None)
+        folds = self._folds
+        foldsAt = self._foldsAt
         while nxt < dataEnd and not self._linkPaused:
             n = dataEnd - nxt
             if n > seg:
@@ -1336,7 +1340,24 @@ class TCPMachine:
                     break
                 n = room
             fin = finSeq is not None and nxt + n == finSeq
-            self._sendData(nxt, n, fin, next(folds, None) if folds is not None and n == mss else None)
+            payloadFold = None
+            if n == mss and foldable:
+                index = nxt - foldsAt
+                if folds is None or index < 0 or index % mss or index // mss >= len(folds):
+                    count = (dataEnd - nxt) // mss
+                    if count > _BURST_SEGMENTS:
+                        count = _BURST_SEGMENTS
+                    if count > 1:
+                        off = nxt - una
+                        folds = _package.foldEach(
+                            memoryview(self._sndBuf)[off : off + count * mss], mss)
+                        foldsAt = nxt
+                        index = 0
+                    else:
+                        folds = None
+                if folds is not None:
+                    payloadFold = folds[index // mss]
+            self._sendData(nxt, n, fin, payloadFold)
             nxt += n
             if fin:
                 nxt += 1
@@ -1346,6 +1367,10 @@ class TCPMachine:
             self._sendData(nxt, 0, True)
             nxt += 1
             sent = True
+        if folds is not None and nxt - foldsAt >= len(folds) * mss:
+            folds = None
+        self._folds = folds
+        self._foldsAt = foldsAt
         self._sndNxt = nxt
         if nxt > self._sndMax:
             self._sndMax = nxt
