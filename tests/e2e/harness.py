@@ -95,6 +95,36 @@ def waitFor(predicate, timeout=15.0, interval=0.05, what="condition"):
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def stdioFrameReader(testCase, fd, closed):
+    """
+    A function that reads the next frame a process writes on C{fd} with
+    gvproxy's stdio framing (a 2-byte little-endian length, then the frame):
+    the frame, or C{None} after a second with nothing whole. C{closed()} gives
+    the message of the failure raised when the process closes C{fd} first.
+    """
+    import select
+    import struct
+
+    buffered = b""
+
+    def recv():
+        nonlocal buffered
+        while len(buffered) < 2 or len(buffered) < 2 + struct.unpack_from("<H", buffered)[0]:
+            ready, _, _ = select.select([fd], [], [], 1.0)
+            if not ready:
+                return None
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise AssertionError(closed())
+            buffered += chunk
+        (length,) = struct.unpack_from("<H", buffered)
+        testCase.assertGreaterEqual(length, 14)
+        frame, buffered = buffered[2:2 + length], buffered[2 + length:]
+        return frame
+
+    return recv
+
+
 class Process:
     """
     A background process whose output goes to a log file, killed at cleanup.

@@ -22,7 +22,9 @@ import sys
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.e2e.harness import E2EMixin, freePort, Namespace, Process, run, skipReason, waitFor
+from tests.e2e.harness import (
+    E2EMixin, freePort, Namespace, Process, run, skipReason, stdioFrameReader, waitFor,
+)
 
 BIN = os.path.dirname(sys.executable)
 GVPROXY = os.path.join(BIN, "gvproxy")
@@ -406,7 +408,6 @@ class StdioTests(DropInMixin, SynchronousTestCase):
         OFFER framed on stdout, and stdout carries nothing but frames (its
         log goes to stderr).
         """
-        import select
         import struct
 
         from tests.e2e.test_links_more import dhcpDiscover, receiveOffer
@@ -426,23 +427,7 @@ class StdioTests(DropInMixin, SynchronousTestCase):
         frame = dhcpDiscover()
         process.stdin.write(struct.pack("<H", len(frame)) + frame)
         process.stdin.flush()
-        fd = process.stdout.fileno()
-        buffered = b""
-
-        def recv():
-            nonlocal buffered
-            while len(buffered) < 2 or len(buffered) < 2 + struct.unpack_from("<H", buffered)[0]:
-                ready, _, _ = select.select([fd], [], [], 1.0)
-                if not ready:
-                    return None
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    raise AssertionError("gvproxy closed stdout")
-                buffered += chunk
-            (length,) = struct.unpack_from("<H", buffered)
-            self.assertGreaterEqual(length, 14)
-            frame, buffered = buffered[2:2 + length], buffered[2 + length:]
-            return frame
+        recv = stdioFrameReader(self, process.stdout.fileno(), lambda: "gvproxy closed stdout")
 
         self.assertEqual(receiveOffer(recv), "192.168.127.2")
         with open(os.path.join(self.tempDir, "stderr")) as f:

@@ -7,7 +7,6 @@ an OFFER of the static lease.
 """
 
 import os
-import select
 import socket
 import struct
 import subprocess
@@ -16,7 +15,7 @@ import time
 import dpkt
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.e2e.harness import TWISTD, E2EMixin, environment, waitFor
+from tests.e2e.harness import TWISTD, E2EMixin, environment, stdioFrameReader, waitFor
 
 DEVICE_MAC = bytes.fromhex("5a94efe40cee")
 SKIP = "end-to-end tests need root" if os.geteuid() != 0 else None
@@ -174,24 +173,8 @@ class StdioLinkTests(E2EMixin, SynchronousTestCase):
         frame = dhcpDiscover()
         process.stdin.write(struct.pack("<H", len(frame)) + frame)
         process.stdin.flush()
-        fd = process.stdout.fileno()
-        buffered = b""
-
-        def recv():
-            nonlocal buffered
-            while len(buffered) < 2 or len(buffered) < 2 + struct.unpack_from("<H", buffered)[0]:
-                ready, _, _ = select.select([fd], [], [], 1.0)
-                if not ready:
-                    return None
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    raise AssertionError("gvtap closed stdout; log:\n"
-                                         + open(logfile).read())
-                buffered += chunk
-            (length,) = struct.unpack_from("<H", buffered)
-            self.assertGreaterEqual(length, 14)
-            frame, buffered = buffered[2:2 + length], buffered[2 + length:]
-            return frame
+        recv = stdioFrameReader(self, process.stdout.fileno(),
+                                lambda: "gvtap closed stdout; log:\n" + open(logfile).read())
 
         self.assertEqual(receiveOffer(recv), "192.168.127.2")
         self.assertIn("guest link up: stdio", open(logfile).read())
