@@ -303,22 +303,30 @@ class CoalescingTests(SynchronousTestCase):
                 self.assertEqual(fast.state(), slow.state(), f"after answer {index}")
         return fast
 
+    def segmentSizes(self):
+        """
+        A network with the shortcut, and the list of the payload sizes of the
+        segments its connections are handed from now on.
+        """
+        fast = Network(True)
+        conn = next(iter(fast.gvtap.tcp._conns.values()))
+        sizes = []
+        original = type(conn).segmentReceived
+
+        def spy(self, seg):
+            sizes.append(len(seg.payload))
+            return original(self, seg)
+
+        self.patch(type(conn), "segmentReceived", spy)
+        return fast, sizes
+
     def test_runCoalesced(self):
         """
         A read of in-order segments reaches the connection as one segment with
         all their data, and the host gets the same bytes as without the
         shortcut.
         """
-        fast = Network(True)
-        conn = next(iter(fast.gvtap.tcp._conns.values()))
-        calls = []
-        original = type(conn).segmentReceived
-
-        def spy(self, seg):
-            calls.append(len(seg.payload))
-            return original(self, seg)
-
-        self.patch(type(conn), "segmentReceived", spy)
+        fast, calls = self.segmentSizes()
         frames = [tcpFrame(ACK | PSH, ISN + 1 + 1000 * i, fast.natISS + 1, b"z" * 1000,
                            options=wiretcp.timestampOption(9, 0)) for i in range(5)]
         fast.gvtap.switch.receiveFrames(fast.port, frames)
@@ -332,16 +340,7 @@ class CoalescingTests(SynchronousTestCase):
         A run does not start with a segment of half the MSS or less (its ACK
         may be delayed): such segments reach the connection one by one.
         """
-        fast = Network(True)
-        conn = next(iter(fast.gvtap.tcp._conns.values()))
-        calls = []
-        original = type(conn).segmentReceived
-
-        def spy(self, seg):
-            calls.append(len(seg.payload))
-            return original(self, seg)
-
-        self.patch(type(conn), "segmentReceived", spy)
+        fast, calls = self.segmentSizes()
         frames = [tcpFrame(ACK | PSH, ISN + 1 + 100 * i, fast.natISS + 1, b"z" * 100,
                            options=wiretcp.timestampOption(9, 0)) for i in range(3)]
         fast.gvtap.switch.receiveFrames(fast.port, frames)
