@@ -37,7 +37,6 @@ of more than half the MSS; out-of-order segments and segments past the receive
 window are never held.
 """
 
-from gvtwisted.stack.tcp.states import ESTABLISHED
 from gvtwisted.wire import ipv4
 from gvtwisted.wire.ipv4 import headerChecksumOK
 from gvtwisted.wire.tcp import ACK, PSH, parseSegment
@@ -145,34 +144,12 @@ class TCPFastPath:
                 first.flags |= seg.flags
                 return True
             self.flush()
-        if not (
-            self.coalesce
-            # A run starts with a segment whose ACK cannot be delayed (more
-            # than half the MSS): its ACK goes out at the end of the turn, as
-            # the ACK of several segments does, and the connection's
-            # delayed-ACK timer is left as its segments one by one leave it.
-            and plen > conn.mss >> 1
-            and (seg.flags == _ACK or seg.flags == _ACK_PSH)
-            and conn.state is ESTABLISHED
-            and conn.stretchAcks
-            and not conn._ooo
-            and seg.seq == conn._rcvNxt & _MASK
-        ):
-            return False
-        una = conn._sndUna
-        if (seg.ack - una) & _MASK > conn._sndMax - una:
-            # It acknowledges what was never sent (dropped, with its data) or
-            # is older than what is acknowledged: one by one, then.
-            return False
-        tsVal = seg.tsVal
-        if conn._tsOk and tsVal is not None and (tsVal - conn._tsRecent) & _MASK >= _HALF:
-            # Old (PAWS): the connection drops it, and what follows is then
-            # out of order.
+        if not self.coalesce or not (seg.flags == _ACK or seg.flags == _ACK_PSH):
             return False
         batch = self._switch.batch
         if not batch.depth:
             return False
-        room = conn._rcvAdvEdge - conn._rcvNxt - plen
+        room = conn.runRoom(seg)
         if room < 0:
             return False
         self._conn = conn

@@ -711,7 +711,7 @@ class TCPMachine:
         if self._ooo or self._finRcvSeq is not None:
             return None
         tsVal = seg.tsVal
-        if self._tsOk and tsVal is not None and (tsVal - self._tsRecent) & _MASK >= _HALF:
+        if self._tsOk and tsVal is not None and self._pawsRejects(tsVal):
             return None
         sndUna = self._sndUna
         ack = sndUna + ((seg.ack - sndUna + _HALF) & _MASK) - _HALF
@@ -732,6 +732,49 @@ class TCPMachine:
             if budget is not None and budget.used + plen >= budget.limit:
                 return None
         return ack
+
+    def runRoom(self, seg) -> int:
+        """
+        For the fast path's coalescing (L{gvtwisted.stack.fastpath}): whether
+        C{seg}, in-order data with flags ACK or ACK|PSH, may start a run that
+        reaches this connection as one segment with the same outcome as its
+        segments one by one, and how many more bytes such a run may add.
+
+        It may if the connection is established with stretched ACKs and
+        nothing out of order, C{seg} is the next in sequence, its ACK field is
+        within what was sent (else it is dropped with its data), it passes
+        PAWS (else it is dropped and what follows is out of order), and it is
+        more than half the MSS: its ACK cannot be delayed, so it goes out at
+        the end of the turn as the ACK of several segments does, and the
+        delayed-ACK timer is left as the segments one by one would leave it.
+
+        @return: the bytes of the receive window past C{seg}, or -1 if it may
+            not start a run.
+        """
+        plen = len(seg.payload)
+        if (
+            plen <= self.mss >> 1
+            or self.state is not ESTABLISHED
+            or not self.stretchAcks
+            or self._ooo
+            or seg.seq != self._rcvNxt & _MASK
+        ):
+            return -1
+        una = self._sndUna
+        if (seg.ack - una) & _MASK > self._sndMax - una:
+            return -1
+        tsVal = seg.tsVal
+        if self._tsOk and tsVal is not None and self._pawsRejects(tsVal):
+            return -1
+        room = self._rcvAdvEdge - self._rcvNxt - plen
+        return room if room >= 0 else -1
+
+    def _pawsRejects(self, tsVal) -> bool:
+        """
+        Whether timestamp C{tsVal} is older than the last one seen (PAWS,
+        RFC 7323 5).
+        """
+        return (tsVal - self._tsRecent) & _MASK >= _HALF
 
     def _producerInert(self) -> bool:
         """
@@ -770,7 +813,7 @@ class TCPMachine:
         # from a previous wrap of the sequence space.
         tsVal = seg.tsVal
         if self._tsOk and tsVal is not None and not flags & RST:
-            if (tsVal - self._tsRecent) & _MASK >= _HALF:
+            if self._pawsRejects(tsVal):
                 self._count("tcp.pawsDrop")
                 self._sendOutOfWindowAck(segLen, flags)
                 return False
