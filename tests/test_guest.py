@@ -52,6 +52,19 @@ GVPROXY_404 = (b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain; charset=utf
                b"Content-Length: 19\r\n\r\n404 page not found\n")
 
 
+def tcpFrame(payload: bytes, flags: int) -> bytes:
+    """
+    An Ethernet frame from the guest to the gateway carrying a TCP segment
+    with a timestamp option, as the guest's kernel sends them.
+    """
+    options = b"\x01\x01\x08\x0a" + bytes(8)
+    segment = dpkt.tcp.TCP(sport=40000, dport=80, seq=1, ack=1, flags=flags,
+                           off=5 + len(options) // 4, opts=options, data=payload)
+    packet = dpkt.ip.IP(src=GUEST_IP, dst=GATEWAY_IP, p=dpkt.ip.IP_PROTO_TCP, data=segment)
+    return bytes(dpkt.ethernet.Ethernet(dst=GATEWAY_MAC, src=GUEST_MAC,
+                                        type=dpkt.ethernet.ETH_TYPE_IP, data=packet))
+
+
 def arpRequestFrame():
     """
     A guest's ARP request for the gateway, as the kernel would send it.
@@ -725,20 +738,88 @@ class TapDeviceTests(SynchronousTestCase):
 
     def test_batchReceiver(self):
         """
-        With a batch receiver, the frames of one doRead arrive in one call, in
-        order, and are counted; the per-frame receiver is not called.
+        With a batch receiver, the first frame of a doRead (not a bare TCP
+        segment) arrives alone, before the device is read again, and the rest
+        of the read in one call, in order; all are counted, and the per-frame
+        receiver is not called.
         """
         batches = []
-        self.device.setReceiver(self.frames.append, batches.append)
+        self.device.setReceiver(self.frames.append, lambda b: batches.append(list(b)))
         sent = [bytes([i]) * (60 + i) for i in range(10)]
         for f in sent:
             self.peer.send(f)
         self.device.doRead()
         self.device.doRead()
         self.device.doRead()
-        self.assertEqual(batches, [sent[:8], sent[8:]])
+        self.assertEqual(batches, [sent[:1], sent[1:8], sent[8:9], sent[9:]])
         self.assertEqual(self.frames, [])
         self.assertEqual(self.device.counters.get("tap.rx.frames"), 10)
+
+    def test_firstFrameBeforeNextRead(self):
+        """
+        The first frame reaches the batch receiver before the device is read
+        again: a frame the guest sends meanwhile comes in the next batch.
+        """
+        batches = []
+
+        def receive(frames):
+            batches.append(list(frames))
+            if len(batches) == 1:
+                self.peer.send(b"\x09" * 61)
+
+        self.device.setReceiver(self.frames.append, receive)
+        self.peer.send(b"\x08" * 60)
+        self.device.doRead()
+        self.assertEqual(batches, [[b"\x08" * 60], [b"\x09" * 61]])
+
+    def test_bareSegmentWaitsForTheRest(self):
+        """
+        A bare TCP segment read first (the guest's ACK before its data) is
+        not sent alone: it goes with the rest of the read in one batch.
+        """
+        batches = []
+        self.device.setReceiver(self.frames.append, lambda b: batches.append(list(b)))
+        ack = tcpFrame(b"", dpkt.tcp.TH_ACK)
+        data = tcpFrame(b"x", dpkt.tcp.TH_ACK | dpkt.tcp.TH_PUSH)
+        self.peer.send(ack)
+        self.peer.send(data)
+        self.device.doRead()
+        self.assertEqual(batches, [[ack, data]])
+
+    def test_bareSegmentAfterVirtioHeader(self):
+        """
+        On a device opened with IFF_VNET_HDR, the frame is read past the
+        virtio-net header when telling a bare segment.
+        """
+        fd = os.dup(self.device.fd)
+        device = tuntap.TapDevice(fd, "fake1", reactor=self.reactor, vnetHeader=True)
+        self.addCleanup(device.close)
+        batches = []
+        device.setReceiver(self.frames.append, lambda b: batches.append(list(b)))
+        ack = bytes(tuntap.VNET_HDR_SIZE) + tcpFrame(b"", dpkt.tcp.TH_ACK)
+        data = bytes(tuntap.VNET_HDR_SIZE) + tcpFrame(b"x", dpkt.tcp.TH_ACK)
+        for first in (ack, data):
+            batches.clear()
+            self.peer.send(first)
+            self.peer.send(b"\x07" * 60)
+            device.doRead()
+            expected = [[ack, b"\x07" * 60]] if first is ack else [[data], [b"\x07" * 60]]
+            self.assertEqual(batches, expected)
+
+    def test_linkGoneDuringRead(self):
+        """
+        A receiver that drops the link while handed the first frame leaves the
+        rest of the read dropped and counted, not handed to nobody.
+        """
+        def receive(frames):
+            self.device.setReceiver(None)
+
+        self.device.setReceiver(self.frames.append, receive)
+        self.peer.send(b"\x01" * 60)
+        self.peer.send(b"\x02" * 60)
+        self.device.doRead()
+        self.assertEqual(self.device.counters.get("drop.tapNoLink"), 1)
+        self.assertEqual(self.device.counters.get("tap.rx.frames"), 2)
 
     def test_batchReceiverCleared(self):
         """
@@ -779,6 +860,35 @@ class TapDeviceTests(SynchronousTestCase):
         self.assertEqual(self.peer.recv(100), b"\x03" * 60)
         self.assertEqual(self.peer.recv(100), b"\x04" * 60)
         self.assertEqual(self.device.queued(), 0)
+
+    def test_writeFramesPrefix(self):
+        """
+        With a prefix, each frame is written behind it as one datagram, and
+        the prefix is counted in the bytes written.
+        """
+        self.device.writeFrames([b"\x01" * 60, memoryview(b"\x02" * 70)], prefix=b"\0" * 10)
+        self.assertEqual(self.peer.recv(100), b"\0" * 10 + b"\x01" * 60)
+        self.assertEqual(self.peer.recv(100), b"\0" * 10 + b"\x02" * 70)
+        self.assertEqual(self.device.counters.get("tap.tx.frames"), 2)
+        self.assertEqual(self.device.counters.get("tap.tx.bytes"), 150)
+
+    def test_queuedViewsAreCopied(self):
+        """
+        Frames given as views of a buffer that must wait for the device are
+        copied: the buffer's later contents do not reach the device, with or
+        without a prefix.
+        """
+        filler = self.fill()
+        buffer = bytearray(b"\x05" * 60)
+        self.device.writeFrames([memoryview(buffer)])
+        self.device.writeFrames([memoryview(buffer)], prefix=b"\0" * 10)
+        self.device.writeFrames([memoryview(buffer)])
+        buffer[:] = b"\x06" * 60
+        self.assertEqual(self.device.queued(), 3)
+        for _ in range(filler):
+            self.peer.recv(65536)
+        self.device.doWrite()
+        self.assertEqual(self.drain(), [b"\x05" * 60, b"\0" * 10 + b"\x05" * 60, b"\x05" * 60])
 
     def test_noReceiverDrops(self):
         """

@@ -28,6 +28,7 @@ from twisted.logger import Logger
 from twisted.python import failure
 
 from gvtwisted.stack.counters import Counters
+from gvtwisted.wire.baresegment import isBareSegment
 
 TUNSETIFF = 0x400454CA
 IFF_TAP = 0x0002
@@ -246,6 +247,8 @@ class TapDevice:
         # Opened with IFF_VNET_HDR: every frame starts with a virtio-net header.
         self.vnetHeader = vnetHeader
         self.maxFrame = MAX_VNET_FRAME if vnetHeader else MAX_LINK_FRAME
+        # Where the Ethernet frame starts in what a read returns.
+        self._frameOffset = VNET_HDR_SIZE if vnetHeader else 0
         self.offloads = 0
         self.counters = counters if counters is not None else Counters(reactor)
         self.frameReceived = self._noLink
@@ -275,10 +278,13 @@ class TapDevice:
         Send frames read from now on to C{receiver} (a callable taking
         C{bytes}), or drop them if it is C{None}.
 
-        @param batchReceiver: if given, a callable that takes the list of
-            frames of one L{doRead} instead: a link then writes them in one
-            system call as soon as the device has no more, with no end-of-turn
-            call to schedule (C{receiver} is still what L{frameReceived} is).
+        @param batchReceiver: if given, a callable that takes a sequence of
+            frames instead: a link then writes them in one system call, with
+            no end-of-turn call to schedule (C{receiver} is still what
+            L{frameReceived} is). It gets the first frame of a L{doRead} alone
+            and at once unless that is a bare TCP segment (see
+            L{gvtwisted.wire.baresegment}), and the rest of the read together
+            once the device has no more.
         """
         self.frameReceived = self._noLink if receiver is None else receiver
         self.framesReceived = None if receiver is None else batchReceiver
@@ -372,13 +378,19 @@ class TapDevice:
     def doRead(self):
         """
         Read up to L{readsPerCall} frames, each one C{os.read}; hand them on one
-        by one, or all at once to a batch receiver (L{setReceiver}).
+        by one, or in batches to a batch receiver (L{setReceiver}).
+
+        A batch receiver gets a first frame that may carry a request before
+        the next read: on a request/response exchange that read finds the
+        device empty, and the response need not wait for it (measured with
+        C{bench/rr.sh}: 4 to 8 microseconds of a 185 microsecond round trip).
         """
         fd = self.fd
         read = os.read
         size = self.readSize
         maxFrame = self.maxFrame
         batch = [] if self.framesReceived is not None else None
+        offset = self._frameOffset
         count = 0
         octets = 0
         try:
@@ -405,6 +417,11 @@ class TapDevice:
                 count += 1
                 octets += len(frame)
                 if batch is not None:
+                    if count == 1 and not isBareSegment(frame, offset):
+                        self.framesReceived((frame,))
+                        if self._paused or self.disconnected:
+                            break
+                        continue
                     batch.append(frame)
                     continue
                 self.frameReceived(frame)
@@ -416,7 +433,12 @@ class TapDevice:
                 values["tap.rx.frames"] += count
                 values["tap.rx.bytes"] += octets
             if batch:
-                self.framesReceived(batch)
+                if self.framesReceived is not None:
+                    self.framesReceived(batch)
+                else:
+                    # The link went away while this read was handed on.
+                    for frame in batch:
+                        self._noLink(frame)
         return None
 
     # Writing
@@ -447,16 +469,27 @@ class TapDevice:
         values["tap.tx.frames"] += 1
         values["tap.tx.bytes"] += len(frame)
 
-    def writeFrames(self, frames):
+    def writeFrames(self, frames, prefix=None):
         """
         Write the frames C{frames} in order, as L{writeFrame} writes each: one
         call for all the frames of a link read.
+
+        The frames may be views of a buffer their caller reuses: a frame that
+        has to wait is copied.
+
+        @param prefix: bytes written before each frame, in the same system
+            call (a plain virtio-net header, for a device opened with
+            C{IFF_VNET_HDR} whose link carries plain frames).
         """
+        if prefix is not None:
+            frames = [(prefix, frame) for frame in frames]
+            write = os.writev
+        else:
+            write = os.write
         if self.disconnected or self._queue:
             for frame in frames:
-                self.writeFrame(frame)
+                self.writeFrame(_joined(frame))
             return
-        write = os.write
         fd = self.fd
         written = 0
         octets = 0
@@ -466,13 +499,13 @@ class TapDevice:
                     write(fd, frame)
                 except BlockingIOError:
                     for rest in frames[index:]:
-                        self._enqueue(rest)
+                        self._enqueue(_joined(rest))
                     return
                 except OSError as e:
                     self.counters.complain("tapWriteError", f"{self.name}: {e}")
                     continue
                 written += 1
-                octets += len(frame)
+                octets += len(frame) if prefix is None else len(prefix) + len(frame[1])
         finally:
             if written:
                 values = self.counters.values
@@ -483,7 +516,8 @@ class TapDevice:
         if len(self._queue) >= self.maxQueue:
             self.counters.complain("tapQueueFull", f"{self.name} is not draining")
             return
-        self._queue.append(frame)
+        # Copied: a view of a reused read buffer would change under the queue.
+        self._queue.append(frame if type(frame) is bytes else bytes(frame))
         if not self._writing:
             self.reactor.addWriter(self)
             self._writing = True
@@ -518,6 +552,14 @@ class TapDevice:
             self.reactor.removeWriter(self)
             self._writing = False
         return None
+
+
+def _joined(frame):
+    """
+    A frame given to L{TapDevice.writeFrames} as C{(prefix, frame)}, as one
+    bytes-like object.
+    """
+    return b"".join(frame) if type(frame) is tuple else frame
 
 
 @implementer(IPushProducer)
