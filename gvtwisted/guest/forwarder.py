@@ -20,6 +20,7 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
 from gvtwisted.guest.tuntap import OFFLOADS, TapProducer
+from gvtwisted.link.framereader import FrameReader
 from gvtwisted.link.framing import BE32, LE16, FramedLinkProtocol
 from gvtwisted.link.offload import (
     OFFLOAD_HEADER,
@@ -116,6 +117,7 @@ class GuestLinkProtocol(FramedLinkProtocol):
     header = LE16
     producer = None
     offload = False
+    reader = None
 
     def __init__(self, device, request: bytes, probe: bool = False, clock=None):
         FramedLinkProtocol.__init__(self)
@@ -147,6 +149,7 @@ class GuestLinkProtocol(FramedLinkProtocol):
             self._probeTimeout = clock.callLater(PROBE_TIMEOUT, self._probeTimedOut)
             return
         self._start(self.request)
+        self._readFrames()
 
     def _start(self, request):
         self.transport.write(request)
@@ -189,6 +192,30 @@ class GuestLinkProtocol(FramedLinkProtocol):
             self._start(self.request)
         if rest:
             FramedLinkProtocol.dataReceived(self, rest)
+        self._readFrames()
+
+    def _readFrames(self):
+        """
+        Once the handshake is over, read the host's frames with a
+        L{FrameReader} when the transport and the device allow it: each read
+        goes straight from a reused buffer into the TAP.
+        """
+        writeFrames = getattr(self.device, "writeFrames", None)
+        if (writeFrames is None or self.maxBatch is not None
+                or not FrameReader.canRead(self.transport)):
+            return
+        if getattr(self.device, "vnetHeader", False) and not self.offload:
+            framesReceived = self._hostAddHeaders
+        else:
+            framesReceived = writeFrames
+        readSize = getattr(self.transport, "bufferSize", None) or 64 * 1024
+        self.reader = FrameReader(self.header, framesReceived, self._readerFramingError,
+                                  readSize=readSize, maxFrame=self._decoder.maxFrame)
+        self.reader.attach(self.transport, self._decoder.takeBuffered())
+
+    def _readerFramingError(self, reason):
+        self.framingError(reason)
+        self.transport.abortConnection()
 
     def _path(self):
         return self.request.split(b" ", 2)[1].decode("ascii")
@@ -263,7 +290,13 @@ class GuestLinkProtocol(FramedLinkProtocol):
     def _hostAddHeader(self, frame: bytes):
         self.device.writeFrame(virtio.PLAIN + frame)
 
+    def _hostAddHeaders(self, frames):
+        self.device.writeFrames(frames, virtio.PLAIN)
+
     def connectionLost(self, reason):
+        FramedLinkProtocol.connectionLost(self, reason)
+        if self.reader is not None:
+            self.reader.detach()
         if self._probeTimeout is not None and self._probeTimeout.active():
             self._probeTimeout.cancel()
         self._probeTimeout = None

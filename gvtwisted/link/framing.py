@@ -87,6 +87,14 @@ class FrameDecoder:
         """
         return len(self._buffer)
 
+    def takeBuffered(self) -> bytes:
+        """
+        Give up the bytes of an incomplete frame, to whatever reads the
+        stream next.
+        """
+        held, self._buffer = self._buffer, b""
+        return held
+
 
 LE16 = struct.Struct("<H")
 BE32 = struct.Struct(">I")
