@@ -270,10 +270,13 @@ class TCPTestCase(SynchronousTestCase):
     def toCloseWait(self):
         self.toEstablished()
         self.feed(FIN | ACK, P(), L())
-        # The FIN took one sequence number of the window, whose right edge does
-        # not move by less than an MSS.
-        self.assertSent(S(ACK, L(), P(1), BUFFER - 1))
         self.assertState("CLOSE_WAIT")
+        # Its ACK waits for a FIN of ours to ride on, then goes alone. The FIN
+        # took one sequence number of the window, whose right edge does not
+        # move by less than an MSS.
+        self.assertSent()
+        self.clock.advance(self.conn.delayedAckTimeout)
+        self.assertSent(S(ACK, L(), P(1), BUFFER - 1))
 
     def toLastAck(self):
         self.toCloseWait()
@@ -851,25 +854,66 @@ class EstablishedTests(TCPTestCase):
 
     def test_establishedFin(self):
         """
-        The peer's FIN is acknowledged at once; a half-closeable protocol gets
-        C{readConnectionLost} and may still write.
+        The peer's FIN: a half-closeable protocol gets C{readConnectionLost}
+        at once and may still write; the FIN's acknowledgement waits up to
+        C{delayedAckTimeout} for something of ours to ride on (here, data).
         """
         self.feed(FIN | ACK, P(), L())
-        self.assertSent(S(ACK, L(), P(1), BUFFER - 1))
         self.assertState("CLOSE_WAIT")
         self.assertEqual(self.protocol.readLost, 1)
         self.assertEqual(self.protocol.reasons, [])
+        self.assertSent()
+        self.clock.advance(self.conn.delayedAckTimeout / 2)
+        self.assertSent()
         self.conn.write(b"reply")
         self.clock.advance(0)
         self.assertSent(S(ACK | PSH, L(), P(1), BUFFER - 1, b"reply"))
+        self.clock.advance(self.conn.delayedAckTimeout)
+        self.assertSent()
+
+    def test_establishedFinAckAlone(self):
+        """
+        With nothing of ours to send within C{delayedAckTimeout}, the FIN is
+        acknowledged alone then.
+        """
+        self.feed(FIN | ACK, P(), L())
+        self.clock.advance(self.conn.delayedAckTimeout * 0.9)
+        self.assertSent()
+        self.clock.advance(self.conn.delayedAckTimeout * 0.1)
+        self.assertSent(S(ACK, L(), P(1), BUFFER - 1))
+
+    def test_establishedFinThenClose(self):
+        """
+        A close within C{delayedAckTimeout} of the peer's FIN (a NAT'd host
+        closing in turn) sends one segment, our FIN, carrying the ACK.
+        """
+        self.feed(FIN | ACK, P(), L())
+        self.clock.advance(self.conn.delayedAckTimeout / 2)
+        self.conn.loseConnection()
+        self.clock.advance(0)
+        self.assertSent(S(FIN | ACK, L(), P(1), BUFFER - 1))
+        self.assertState("LAST_ACK")
+        self.clock.advance(self.conn.delayedAckTimeout)
+        self.assertSent()
+
+    def test_establishedFinAckNowWithoutDelay(self):
+        """
+        With C{delayedAckTimeout} 0 the FIN is acknowledged in the turn.
+        """
+        self.patch(type(self.conn), "delayedAckTimeout", 0)
+        self.feed(FIN | ACK, P(), L())
+        self.clock.advance(0)
+        self.assertSent(S(ACK, L(), P(1), BUFFER - 1))
 
     def test_establishedFinWithData(self):
         """
-        Data and FIN in one segment: the data first, then the end.
+        Data and FIN in one segment: the data first, then the end; one ACK
+        covers both.
         """
         self.feed(FIN | ACK | PSH, P(), L(), payload=b"last")
         self.assertEqual(self.protocol.received(), b"last")
         self.assertEqual(self.protocol.readLost, 1)
+        self.clock.advance(self.conn.delayedAckTimeout)
         self.assertSent(S(ACK, L(), P(5), BUFFER - 5))
 
     def test_establishedFinOutOfOrder(self):
@@ -1237,7 +1281,8 @@ class CloseWaitTests(TCPTestCase):
 
     def test_closeWaitFinAgain(self):
         """
-        The peer's FIN retransmitted (our ACK was lost) is acknowledged again.
+        The peer's FIN retransmitted (our ACK was lost) is acknowledged again,
+        at once.
         """
         self.toCloseWait()
         self.feed(FIN | ACK, P(), L())

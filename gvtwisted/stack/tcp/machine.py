@@ -1154,6 +1154,9 @@ class TCPMachine:
                 # A hole was filled: tell the sender at once (RFC 5681 4.2).
                 self._ackNow = True
         if self._finRcvSeq is not None and self._finRcvSeq == self._rcvNxt:
+            if not fin:
+                # The FIN came ahead of data that came now: a hole filled.
+                self._ackNow = True
             self._finReceived()
         if self.budget is not None:
             self._budgetSync()
@@ -1171,12 +1174,19 @@ class TCPMachine:
         """
         self._rcvNxt += 1
         self._finRcvSeq = None
-        self._ackNow = True
-        self._ackOwed += 1
         state = self.state
         if state is ESTABLISHED:
+            # Its ACK may wait, as Linux's does (it enters ping-pong mode):
+            # the protocol hears of the end now, and a NAT'd host that closes
+            # in turn gives our FIN, which carries the ACK, within the delay
+            # (one frame each way per connection less). The segment that
+            # brought the FIN is already owed an ACK.
             self.state = CLOSE_WAIT
-        elif state is FIN_WAIT_1:
+            self._readEofPending = True
+            return
+        self._ackNow = True
+        self._ackOwed += 1
+        if state is FIN_WAIT_1:
             self.state = CLOSING
         elif state is FIN_WAIT_2:
             self._enterTimeWait()
@@ -1485,13 +1495,15 @@ class TCPMachine:
     def _ackCanWait(self) -> bool:
         """
         Whether the ACK owed is for one short segment (at most half the MSS, a
-        request or a keystroke) of an established connection, which may wait
-        L{delayedAckTimeout} for data of ours to ride on.
+        request or a keystroke) of an established connection, or for the one
+        that brought the peer's FIN, which may wait L{delayedAckTimeout} for
+        data or a FIN of ours to ride on.
         """
+        state = self.state
         return (
             self._ackOwed == 1
             and self.delayedAckTimeout
-            and self.state is ESTABLISHED
+            and (state is ESTABLISHED or state is CLOSE_WAIT)
             and self._rcvNxt - self._lastAckSent <= self.mss // 2
         )
 
