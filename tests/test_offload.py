@@ -354,6 +354,20 @@ class HostNegotiationTests(SynchronousTestCase):
             self.assertEqual(self.ports[0].frames, [expected])
             self.assertEqual(self.counters.get("drop.link.virtioHeader"), 1)
 
+    def test_shortFramesCounted(self):
+        """
+        Frames too short for a virtio-net header (one byte, nine) are dropped
+        and counted; the frames after them on the link still arrive.
+        """
+        self.connect()
+        self.protocol.dataReceived(offload.OFFLOAD_PROBE
+                                   + guestforwarder.connectRequest(offload=True))
+        frame = tcpFrame(b"z" * 10)
+        self.protocol.dataReceived(BE32.pack(1) + b"\0" + BE32.pack(9) + bytes(9)
+                                   + BE32.pack(len(frame) + 10) + virtio.PLAIN + frame)
+        self.assertEqual(self.ports[0].frames, [frame])
+        self.assertEqual(self.counters.get("drop.link.virtioHeader"), 2)
+
     def test_otherGuestGetsCompleteFrames(self):
         """
         A super-segment with a partial checksum for another guest's MAC (not

@@ -21,6 +21,8 @@ from gvtwisted.wire.checksum import fold
 
 HEADER = struct.Struct("<BBHHHH")
 SIZE = HEADER.size
+# csum_start and csum_offset alone, read from the start of a header.
+CHECKSUM_FIELDS = struct.Struct("<6xHH")
 
 F_NEEDS_CSUM = 1
 F_DATA_VALID = 2
