@@ -705,6 +705,30 @@ class EstablishedTests(TCPTestCase):
         self.clock.advance(self.conn.delayedAckTimeout)
         self.assertEqual(self.sent(), [])
 
+    def test_establishedPingPongNoPureAck(self):
+        """
+        In a ping-pong whose replies come within the delay, the timer armed
+        for one request does not fire a pure ACK for a later one ahead of its
+        reply: each request gets a delay of its own, and an unanswered one is
+        acknowledged alone within about two delays.
+        """
+        delay = self.conn.delayedAckTimeout
+        for i in range(6):
+            self.feed(ACK | PSH, P(i), L(i), payload=b"q")
+            self.clock.advance(delay * 0.3)
+            self.assertEqual(self.sent(), [], i)
+            self.conn.write(b"r")
+            self.clock.advance(0)
+            self.assertSent(S(ACK | PSH, L(i), P(i + 1), BUFFER - i - 1, b"r"))
+            self.clock.advance(delay * 0.05)
+        self.feed(ACK | PSH, P(6), L(6), payload=b"q")
+        self.clock.advance(delay * 0.9)
+        self.assertSent()
+        # In small steps, as a reactor runs its timers on time.
+        for _ in range(12):
+            self.clock.advance(delay * 0.1)
+        self.assertSent(S(ACK, L(6), P(7), BUFFER - 7))
+
     def test_establishedReplyInTurnNoDelay(self):
         """
         A reply written in the same turn as the request leaves at the end of
