@@ -786,6 +786,26 @@ class TapDeviceTests(SynchronousTestCase):
         self.device.doRead()
         self.assertEqual(batches, [[ack, data]])
 
+    def test_longFrameWaitsForTheRest(self):
+        """
+        A first frame longer than SHORT_FRAME is bulk, not a request: it goes
+        with the rest of the read in one batch.
+        """
+        batches = []
+        self.device.setReceiver(self.frames.append, lambda b: batches.append(list(b)))
+        long = tcpFrame(b"d" * (tuntap.SHORT_FRAME - 65), dpkt.tcp.TH_ACK)
+        self.assertEqual(len(long), tuntap.SHORT_FRAME + 1)
+        self.peer.send(long)
+        self.peer.send(b"\x07" * 60)
+        self.device.doRead()
+        self.assertEqual(batches, [[long, b"\x07" * 60]])
+        batches.clear()
+        short = long[:-1]
+        self.peer.send(short)
+        self.peer.send(b"\x07" * 60)
+        self.device.doRead()
+        self.assertEqual(batches, [[short], [b"\x07" * 60]])
+
     def test_bareSegmentAfterVirtioHeader(self):
         """
         On a device opened with IFF_VNET_HDR, the frame is read past the
