@@ -14,19 +14,19 @@ system calls per connection in the daemon.
 
 L{dialTCP} makes the socket non-blocking and close-on-exec in the C{socket} call,
 calls C{connect} once and, at the end of that reactor turn, looks whether the
-handshake is already done (C{getpeername}): to the host's loopback it nearly
-always is, since the kernel completes it within the C{connect} call, and the
-guest's SYN-ACK then leaves in the same turn as its SYN came, without a poll
-for writability (two C{epoll_ctl}, one C{epoll_wait}). Only a dial still in
-progress is watched for writability. It then reads C{SO_ERROR} once, and
-hands the socket to a L{HostConnection}: Twisted's own L{tcp.Connection} (so
-eager writes, producers, half-close and abort are Twisted's), closed without a
-C{shutdown}. The factory sees what it would see from C{connectTCP}:
-C{buildProtocol(addr)} then C{makeConnection}, or C{clientConnectionFailed} with
-Twisted's error for the errno (L{error.getConnectError}: a refused dial is a
-L{error.ConnectionRefusedError}, C{osError} is the errno), a
-L{error.TimeoutError} after C{timeout} seconds, or a L{error.UserError} after
-C{stopConnecting()}; never within the call.
+handshake is already done (C{getpeername}; C{SO_ERROR} only when it is not): to
+the host's loopback it nearly always is, since the kernel completes it within
+the C{connect} call, and the guest's SYN-ACK then leaves in the same turn as its
+SYN came, without a poll for writability (two C{epoll_ctl}, one C{epoll_wait}).
+Only a dial still in progress is watched for writability, and reads C{SO_ERROR}
+once it is writable. The socket then goes to a L{HostConnection}: Twisted's own
+L{tcp.Connection} (so eager writes, producers, half-close and abort are
+Twisted's), closed without a C{shutdown}. The factory sees what it would see
+from C{connectTCP}: C{buildProtocol(addr)} then C{makeConnection}, or
+C{clientConnectionFailed} with Twisted's error for the errno
+(L{error.getConnectError}: a refused dial is a L{error.ConnectionRefusedError},
+C{osError} is the errno), a L{error.TimeoutError} after C{timeout} seconds, or a
+L{error.UserError} after C{stopConnecting()}; never within the call.
 """
 
 import errno
@@ -106,16 +106,19 @@ class _Dial(abstract.FileDescriptor):
         sock = self._socket
         if sock is None:
             return
-        # Reading SO_ERROR clears it: it is read once, here or in _finish.
-        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if not err:
-            try:
-                sock.getpeername()
-            except OSError:
-                # Still in progress.
+        try:
+            sock.getpeername()
+        except OSError:
+            # Not connected: failed (SO_ERROR says why; reading it clears it,
+            # so it is read once, here or in _finish) or still in progress.
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if not err:
                 self.reactor.addWriter(self)
                 return
-        self._finish(err)
+            self._finish(err)
+            return
+        # Connected, which is what SO_ERROR would have said (0).
+        self._finish(0)
 
     def fileno(self):
         return self._socket.fileno() if self._socket is not None else -1
