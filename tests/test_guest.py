@@ -772,6 +772,73 @@ class TapDeviceTests(SynchronousTestCase):
         self.device.doRead()
         self.assertEqual(batches, [[b"\x08" * 60], [b"\x09" * 61]])
 
+    def countReads(self):
+        """
+        Count the device's reads (os.read as tuntap calls it).
+        """
+        reads = []
+        realRead = os.read
+
+        def read(fd, size):
+            if fd == self.device.fd:
+                reads.append(fd)
+            return realRead(fd, size)
+
+        self.patch(tuntap.os, "read", read)
+        return reads
+
+    def test_loneRequestsSkipTheEmptyRead(self):
+        """
+        Once a request came alone (the read after it found the device
+        empty), the next requests are handed on without that read, up to
+        MAX_READS_SKIPPED times in a row; then one read checks again.
+        """
+        batches = []
+        self.device.setReceiver(self.frames.append, lambda b: batches.append(list(b)))
+        reads = self.countReads()
+        expected = []
+        for i in range(2 + 2 * (tuntap.MAX_READS_SKIPPED + 1)):
+            frame = bytes([i]) * 60
+            self.peer.send(frame)
+            del reads[:]
+            self.device.doRead()
+            expected.append([frame])
+            skipped = i % (tuntap.MAX_READS_SKIPPED + 1) != 0
+            self.assertEqual(len(reads), 1 if skipped else 2, i)
+        self.assertEqual(batches, expected)
+
+    def test_burstAfterLoneRequests(self):
+        """
+        Frames queued behind a request whose read was skipped are read when
+        the device is next read, and a read that finds them makes the device
+        read on after requests again.
+        """
+        batches = []
+        self.device.setReceiver(self.frames.append, lambda b: batches.append(list(b)))
+        self.peer.send(b"\x01" * 60)
+        self.device.doRead()
+        burst = [bytes([i]) * 61 for i in range(2, 12)]
+        for frame in burst:
+            self.peer.send(frame)
+        self.device.doRead()
+        self.assertEqual(batches, [[b"\x01" * 60], burst[:1]])
+        # Read on now: the rest of the burst comes in this call.
+        del batches[:]
+        for _ in range(tuntap.MAX_READS_SKIPPED + 1):
+            self.device.doRead()
+            if not any(len(b) > 1 for b in batches):
+                continue
+            break
+        got = [f for b in batches for f in b]
+        self.assertEqual(got, burst[1:])
+        self.assertTrue(any(len(b) > 1 for b in batches))
+        # A frame behind a request was seen: the next request is read on
+        # after.
+        reads = self.countReads()
+        self.peer.send(b"\x0d" * 60)
+        self.device.doRead()
+        self.assertEqual(len(reads), 2)
+
     def test_bareSegmentWaitsForTheRest(self):
         """
         A bare TCP segment read first (the guest's ACK before its data) is
