@@ -244,6 +244,23 @@ class GuestLinkReaderTests(TestCase):
         self.assertEqual(host.received, forwarder.connectRequest())
         return link, host
 
+    def watchLoss(self, link):
+        """
+        A Deferred that fires once C{link} lost its connection (after its own
+        C{connectionLost} ran), and the list the reason goes into.
+        """
+        lost = defer.Deferred()
+        reasons = []
+        original = link.connectionLost
+
+        def connectionLost(reason):
+            original(reason)
+            reasons.append(reason)
+            lost.callback(None)
+
+        link.connectionLost = connectionLost
+        return lost, reasons
+
     @defer.inlineCallbacks
     def tapFrames(self, count):
         got = []
@@ -295,16 +312,7 @@ class GuestLinkReaderTests(TestCase):
         """
         device = self.makeDevice()
         link, host = yield self.connect(device)
-        lost = defer.Deferred()
-        reasons = []
-        original = link.connectionLost
-
-        def connectionLost(reason):
-            original(reason)
-            reasons.append(reason)
-            lost.callback(None)
-
-        link.connectionLost = connectionLost
+        lost, reasons = self.watchLoss(link)
         host.transport.write(encodeFrame(LE16, b"\x05" * 60) + b"\0\0junk")
         yield lost
         self.assertTrue(reasons[0].check(error.ConnectionAborted))
@@ -319,16 +327,7 @@ class GuestLinkReaderTests(TestCase):
         """
         device = self.makeDevice()
         link, host = yield self.connect(device)
-        lost = defer.Deferred()
-        reasons = []
-        original = link.connectionLost
-
-        def connectionLost(reason):
-            original(reason)
-            reasons.append(reason)
-            lost.callback(None)
-
-        link.connectionLost = connectionLost
+        lost, reasons = self.watchLoss(link)
         host.transport.loseConnection()
         yield lost
         self.assertTrue(reasons[0].check(error.ConnectionDone))
