@@ -740,8 +740,9 @@ class TapDeviceTests(SynchronousTestCase):
         """
         With a batch receiver, the first frame of a doRead (not a bare TCP
         segment) arrives alone, before the device is read again, and the rest
-        of the read in one call, in order; all are counted, and the per-frame
-        receiver is not called.
+        of the read in one call, in order; after a read that found the device
+        busy, the next read's frames come in one call. All are counted, and
+        the per-frame receiver is not called.
         """
         batches = []
         self.device.setReceiver(self.frames.append, lambda b: batches.append(list(b)))
@@ -751,7 +752,7 @@ class TapDeviceTests(SynchronousTestCase):
         self.device.doRead()
         self.device.doRead()
         self.device.doRead()
-        self.assertEqual(batches, [sent[:1], sent[1:8], sent[8:9], sent[9:]])
+        self.assertEqual(batches, [sent[:1], sent[1:8], sent[8:]])
         self.assertEqual(self.frames, [])
         self.assertEqual(self.device.counters.get("tap.rx.frames"), 10)
 
@@ -838,6 +839,30 @@ class TapDeviceTests(SynchronousTestCase):
         self.peer.send(b"\x0d" * 60)
         self.device.doRead()
         self.assertEqual(len(reads), 2)
+
+    def test_busyDeviceSendsNothingAhead(self):
+        """
+        After a read that found BUSY_FRAMES frames or more, the next read's
+        first request goes with the rest of its read; a read that finds fewer
+        makes the device quiet again.
+        """
+        batches = []
+        self.device.setReceiver(self.frames.append, lambda b: batches.append(list(b)))
+        burst = [bytes([i]) * 60 for i in range(tuntap.BUSY_FRAMES)]
+        for frame in burst:
+            self.peer.send(frame)
+        self.device.doRead()
+        self.assertEqual(batches, [burst[:1], burst[1:]])
+        del batches[:]
+        for frame in burst[:3]:
+            self.peer.send(frame)
+        self.device.doRead()
+        self.assertEqual(batches, [burst[:3]])
+        del batches[:]
+        self.peer.send(burst[0])
+        self.peer.send(burst[1])
+        self.device.doRead()
+        self.assertEqual(batches, [burst[:1], burst[1:2]])
 
     def test_bareSegmentWaitsForTheRest(self):
         """
