@@ -208,9 +208,10 @@ class GuestLinkProtocol(FramedLinkProtocol):
             framesReceived = self._hostAddHeaders
         else:
             framesReceived = writeFrames
-        readSize = getattr(self.transport, "bufferSize", None) or 64 * 1024
+        # A socket transport's own read size (raised for offload links).
         self.reader = FrameReader(self.header, framesReceived, self._readerFramingError,
-                                  readSize=readSize, maxFrame=self._decoder.maxFrame)
+                                  readSize=self.transport.bufferSize,
+                                  maxFrame=self._decoder.maxFrame)
         self.reader.attach(self.transport, self._decoder.takeBuffered())
 
     def _readerFramingError(self, reason):

@@ -1184,14 +1184,13 @@ class TCPMachine:
             # (one frame each way per connection less). The segment that
             # brought the FIN is already owed an ACK.
             self.state = CLOSE_WAIT
-            self._readEofPending = True
-            return
-        self._ackNow = True
-        self._ackOwed += 1
-        if state is FIN_WAIT_1:
-            self.state = CLOSING
-        elif state is FIN_WAIT_2:
-            self._enterTimeWait()
+        else:
+            self._ackNow = True
+            self._ackOwed += 1
+            if state is FIN_WAIT_1:
+                self.state = CLOSING
+            elif state is FIN_WAIT_2:
+                self._enterTimeWait()
         self._readEofPending = True
 
     def _resetReceived(self):
